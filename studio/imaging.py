@@ -1,0 +1,220 @@
+"""Images in and out: the only place where pixels change representation.
+
+Ranges used across the studio:
+- PIL images are 8-bit RGB.
+- "unit" tensors are float (N, 3, H, W) in [0, 1]  (VGG/AdaIN inputs, style transfer).
+- "signed" tensors are float (N, 3, H, W) in [-1, 1] (GAN outputs, training data).
+Every conversion between them lives here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_SIDE = 4096
+# Decoding more pixels than this is refused before the decoder allocates memory (a 20000x20000 PNG header is 400 MP).
+MAX_PIXELS = 64_000_000
+
+ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
+
+
+def max_side_from_env() -> int:
+    """The largest side (px) the studio accepts for inputs and outputs; `STUDIO_MAX_SIDE` overrides it."""
+    raw = os.environ.get("STUDIO_MAX_SIDE", "")
+    if not raw:
+        return DEFAULT_MAX_SIDE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"STUDIO_MAX_SIDE must be a whole number of pixels, got {raw!r}") from None
+    if value < 16:
+        raise ValueError(f"STUDIO_MAX_SIDE must be at least 16 px, got {value}")
+    return value
+
+
+def load_image(source: ImageSource, *, max_side: int | None = None, name: str = "image") -> Image.Image:
+    """Open anything a user may upload and return an 8-bit RGB PIL image, upright.
+
+    Handles JPEG, PNG, WebP, GIF (first frame), RGBA (composited on white), greyscale, palette, CMYK,
+    16-bit and float images and EXIF orientation. Raises ValueError with an actionable message for non-images,
+    truncated or empty files, decompression bombs and images with a side above `max_side`
+    (default: `max_side_from_env()`).
+    """
+    limit = max_side_from_env() if max_side is None else max_side
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source, name)
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ValueError(f"{name} has zero size ({width}x{height}); upload a real picture")
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first."
+        )
+    if max(width, height) > limit:
+        raise ValueError(
+            f"{name} is {width}x{height}; the limit is {limit} px per side. Downscale it or raise STUDIO_MAX_SIDE."
+        )
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        return _to_rgb(image)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{name} could not be decoded ({error}); the file looks truncated or corrupt") from None
+
+
+def _open(source: str | os.PathLike[str] | bytes | BinaryIO, name: str) -> Image.Image:
+    if isinstance(source, bytes):
+        if not source:
+            raise ValueError(f"{name} is an empty file")
+        stream: BinaryIO = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"{name} not found: {path}")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{name} is an empty file: {path}")
+        stream = io.BytesIO(path.read_bytes())
+    else:
+        stream = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"{name} is too large to decode safely ({error}); downscale it first") from None
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"{name} is not an image PIL can read; use JPEG, PNG, WebP, GIF, BMP or TIFF"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"{name} could not be opened ({error})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        if mode == "F":
+            high = max(float(array.max()), 1.0) if array.max() > 1.0 else 1.0
+        eight_bit = np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(eight_bit, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
+    """Resize so that the longer side is `long_side` px, keeping the aspect ratio (Lanczos)."""
+    if long_side < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {long_side}")
+    width, height = image.size
+    scale = long_side / max(width, height)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, Image.Resampling.LANCZOS)
+
+
+# Tensor conversions import torch lazily so that `import studio.imaging` stays cheap.
+
+
+def pil_to_unit(image: Image.Image, *, device: str | None = None):  # -> torch.Tensor
+    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1]."""
+    import torch
+
+    array = np.asarray(_to_rgb(image), dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return tensor.to(device) if device else tensor
+
+
+def unit_to_pil(images) -> list[Image.Image]:
+    """(N, 3, H, W) or (3, H, W) float in [0, 1] (values outside are clipped) -> list of RGB PIL images."""
+    import torch
+
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    array = images.detach().float().clamp(0, 1).mul(255).add_(0.5).to("cpu", dtype=torch.uint8)
+    return [Image.fromarray(frame.permute(1, 2, 0).numpy(), mode="RGB") for frame in array]
+
+
+def signed_to_unit(images):
+    """[-1, 1] -> [0, 1]."""
+    return images.add(1).mul_(0.5)
+
+
+def unit_to_signed(images):
+    """[0, 1] -> [-1, 1]."""
+    return images.mul(2).sub_(1)
+
+
+def signed_to_uint8(images):
+    """(N, 3, H, W) float in [-1, 1] -> (N, H, W, 3) uint8 on the same device (for video encoders)."""
+    import torch
+
+    return images.detach().float().add(1).mul_(127.5).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def signed_to_pil(images) -> list[Image.Image]:
+    """(N, 3, H, W) float in [-1, 1] -> list of RGB PIL images."""
+    frames = signed_to_uint8(images).cpu().numpy()
+    return [Image.fromarray(frame, mode="RGB") for frame in frames]
+
+
+def make_grid(images: list[Image.Image], *, columns: int | None = None, padding: int = 2) -> Image.Image:
+    """Tile same-sized images into one picture, row-major, on a white background."""
+    if not images:
+        raise ValueError("no images to put in a grid")
+    count = len(images)
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    width, height = images[0].size
+    grid = Image.new(
+        "RGB", (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding), (255, 255, 255)
+    )
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid.paste(image, (column * (width + padding), row * (height + padding)))
+    return grid
+
+
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg_preprocess(images, convention: str):
+    """RGB (N, 3, H, W) in [0, 1] -> the input a VGG19 weight set was trained on.
+
+    "caffe": BGR in 0-255 minus the Caffe mean; "imagenet": RGB normalised by ImageNet mean/std;
+    "adain": unchanged (the AdaIN encoder's first 1x1 conv does its own preprocessing).
+    """
+    if convention == "adain":
+        return images
+    if convention == "caffe":
+        mean = images.new_tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+        return images.flip(1).mul(255.0).sub(mean)
+    if convention == "imagenet":
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return images.sub(mean).div(std)
+    raise ValueError(f"unknown VGG input convention {convention!r}")

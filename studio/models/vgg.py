@@ -1,0 +1,69 @@
+"""VGG19 convolutional features with named taps, for style transfer.
+
+One module serves three weight sources (see studio.loader for the key mappings):
+- "caffe":    the original Oxford/Caffe weights (Gatys et al.), zero padding, max pooling;
+- "imagenet": torchvision's ImageNet weights, zero padding, max pooling;
+- "adain":    AdaIN's normalised VGG: a leading 1x1 conv absorbs the preprocessing, reflection padding,
+              max pooling with ceil_mode.
+Inputs are always RGB (N, 3, H, W) in [0, 1]; `studio.imaging.vgg_preprocess` applies each convention.
+Only the layers up to the deepest requested tap are run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from studio.imaging import vgg_preprocess
+
+# (block, convs per block, channels): VGG19 configuration "E".
+VGG19_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
+CONV_NAMES: tuple[str, ...] = tuple(f"conv{b}_{c}" for b, n, _ in VGG19_BLOCKS for c in range(1, n + 1))
+TAP_NAMES: tuple[str, ...] = tuple(name for conv in CONV_NAMES for name in (conv, "relu" + conv[4:]))
+PREPROCESSINGS = ("caffe", "imagenet", "adain")
+
+
+class VGG19Features(nn.Module):
+    def __init__(self, preprocessing: str = "caffe") -> None:
+        super().__init__()
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
+        self.preprocessing = preprocessing
+        self.reflect = preprocessing == "adain"
+        self.input_conv = nn.Conv2d(3, 3, 1) if preprocessing == "adain" else None
+        self.convs = nn.ModuleDict()
+        in_channels = 3
+        for block, count, channels in VGG19_BLOCKS:
+            for index in range(1, count + 1):
+                self.convs[f"conv{block}_{index}"] = nn.Conv2d(in_channels, channels, 3, padding=0)
+                in_channels = channels
+
+    def forward(self, images: Tensor, taps: Iterable[str]) -> dict[str, Tensor]:
+        """images: (N, 3, H, W) RGB in [0, 1]. Returns {tap: activation} for each requested tap."""
+        wanted = set(taps)
+        unknown = wanted - set(TAP_NAMES)
+        if unknown:
+            raise ValueError(f"unknown VGG taps {sorted(unknown)}; choose from {TAP_NAMES}")
+        deepest = max(TAP_NAMES.index(tap) for tap in wanted)
+        x = vgg_preprocess(images, self.preprocessing)
+        if self.input_conv is not None:
+            x = self.input_conv(x)
+        found: dict[str, Tensor] = {}
+        position = 0
+        for block, count, _ in VGG19_BLOCKS:
+            if block > 1:
+                x = F.max_pool2d(x, 2, 2, ceil_mode=self.reflect)
+            for index in range(1, count + 1):
+                name = f"{block}_{index}"
+                x = self.convs["conv" + name](F.pad(x, (1, 1, 1, 1), mode="reflect" if self.reflect else "constant"))
+                if "conv" + name in wanted:
+                    found["conv" + name] = x
+                x = F.relu(x)
+                if "relu" + name in wanted:
+                    found["relu" + name] = x
+                position += 2
+                if position > deepest:
+                    return found
+        return found

