@@ -7,6 +7,7 @@ Each foreign checkpoint layout has one named function below that maps its state 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -139,20 +140,24 @@ def build_module(spec: ModelSpec) -> nn.Module:
     raise ValueError(f"{spec.name}: unknown architecture {spec.architecture!r}")
 
 
-def load_model(spec: ModelSpec, *, progress: ProgressCallback | None = None) -> nn.Module:
-    """Resolve the first available weight source, load it strictly, return the module in eval mode on CPU."""
+def resolve_weights(spec: ModelSpec, *, progress: ProgressCallback | None = None) -> Path:
+    """The local file of the first weight source that can be had, verified."""
     errors: list[str] = []
     for source in spec.sources:
         try:
-            path = resolve(source, what=spec.name, progress=progress)
+            return resolve(source, what=spec.name, progress=progress)
         except WeightsUnavailable as error:
             errors.append(str(error))
-            continue
-        module = build_module(spec)
-        state = convert_state_dict(spec.key_format, load_state_dict(path), what=spec.name)
-        load_strict(module, state, what=f"{spec.name} ({path.name})")
-        return module.eval().requires_grad_(False)
     raise WeightsUnavailable(" | ".join(errors) or f"{spec.name} has no weight source")
+
+
+def load_model(spec: ModelSpec, *, path: Path | None = None, progress: ProgressCallback | None = None) -> nn.Module:
+    """Build the spec's module and load its weights strictly; eval mode, no grad, on CPU in float32."""
+    path = path or resolve_weights(spec, progress=progress)
+    module = build_module(spec)
+    state = convert_state_dict(spec.key_format, load_state_dict(path), what=spec.name)
+    load_strict(module, state, what=f"{spec.name} ({path.name})")
+    return module.eval().requires_grad_(False)
 
 
 def count_parameters(module: nn.Module) -> int:

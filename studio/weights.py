@@ -248,8 +248,10 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         raise WeightsUnavailable(
             f"{what}: the Hub answered HTTP {status} for {source.repo_id}/{source.filename}; try again later"
         ) from None
-    except (OSError, ConnectionError) as error:
-        raise WeightsUnavailable(f"{what}: download from the Hub failed ({error}); {fetch_hint}") from None
+    except Exception as error:  # transport errors of the HTTP client (connection reset, cut transfer, ...)
+        raise WeightsUnavailable(
+            f"{what}: download from the Hub failed ({type(error).__name__}: {error}); {fetch_hint}"
+        ) from None
     path = Path(downloaded)
     if source.revision is None:
         # hub cache layout: .../snapshots/<commit>/<filename>

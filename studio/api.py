@@ -1,0 +1,332 @@
+"""The Studio facade: PIL images and paths in, results out. The UI and the CLI import only this module.
+
+A Studio owns the model cache (one module per (name, device, dtype)), picks the device lazily (CUDA when present,
+unless STUDIO_DEVICE says otherwise) and turns user settings into calls of the pure ops in `studio.ops`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, PngImagePlugin
+
+from studio import imaging
+from studio.registry import DEFAULT_GENERATOR, ModelSpec, builtin_models
+from studio.weights import ProgressCallback, discover_local_models, sha256_of, studio_cache_dir
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from studio.ops.directions import LatentDirections
+
+MAX_SEED = 2**32 - 1
+PSI_RANGE = (0.0, 1.5)
+DIRECTION_AMOUNT_LIMIT = 10.0
+METADATA_KEY = "gan-art-studio"
+
+def _max_batch_from_env() -> int:
+    raw = os.environ.get("STUDIO_MAX_BATCH", "64")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"STUDIO_MAX_BATCH must be a whole number, got {raw!r}") from None
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything needed to regenerate an artwork; stored in the PNG text chunks."""
+
+    model: str
+    seeds: tuple[int, ...]
+    psi: float = 1.0
+    class_name: str | None = None
+    directions: dict[int, float] = field(default_factory=dict)
+    size: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationSettings:
+        data = json.loads(text)
+        return cls(
+            model=data["model"],
+            seeds=tuple(int(seed) for seed in data["seeds"]),
+            psi=float(data.get("psi", 1.0)),
+            class_name=data.get("class_name"),
+            directions={int(key): float(value) for key, value in (data.get("directions") or {}).items()},
+            size=data.get("size"),
+        )
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """`images[i]` was made from `seeds[i]`; `latents` (N, z_dim) are the latents actually used (after psi and
+    directions), on CPU."""
+
+    images: list[Image.Image]
+    seeds: tuple[int, ...]
+    latents: Any  # torch.Tensor, kept untyped here so that importing studio.api does not import torch
+    settings: GenerationSettings
+
+    def grid(self, columns: int | None = None) -> Image.Image:
+        return imaging.make_grid(self.images, columns=columns)
+
+    def save(self, path: str | os.PathLike[str], *, index: int | None = None) -> Path:
+        """Save one image (or the grid when index is None and there are several) as PNG with its settings."""
+        path = Path(path)
+        image = self.images[index or 0] if index is not None or len(self.images) == 1 else self.grid()
+        settings = self.settings
+        if index is not None:
+            settings = GenerationSettings(**{**asdict(settings), "seeds": (self.seeds[index],)})
+        save_png_with_settings(image, path, settings)
+        return path
+
+def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationSettings) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, settings.to_json())
+    info.add_text("Software", "GAN Art Studio")
+    info.add_text("Description", f"{settings.model} seeds={list(settings.seeds)} psi={settings.psi}")
+    image.save(path, format="PNG", pnginfo=info)
+
+def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> GenerationSettings:
+    """The generation settings stored in a PNG written by the studio."""
+    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+    text = getattr(image, "text", {}).get(METADATA_KEY) or image.info.get(METADATA_KEY)
+    if not text:
+        raise ValueError("this image has no GAN Art Studio settings (it was not generated here, or was re-saved)")
+    return GenerationSettings.from_json(text)
+
+def default_device() -> str:
+    """STUDIO_DEVICE if set, else CUDA when available, else CPU. Probes CUDA only when first called."""
+    configured = os.environ.get("STUDIO_DEVICE")
+    if configured:
+        return configured
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+class Studio:
+    """Generate, stylize and walk. Thread-safe for concurrent requests (model loading is serialised)."""
+
+    def __init__(self, *, device: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> None:
+        self._device = device
+        self._weights_dir = Path(weights_dir) if weights_dir else None
+        self._modules: dict[tuple[str, str, str], nn.Module] = {}
+        self._weight_paths: dict[str, Path] = {}
+        self._directions: dict[tuple[str, int], LatentDirections] = {}
+        self._lock = threading.RLock()
+
+    # --- models -----------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = default_device()
+        return self._device
+
+    def models(self, kind: str | None = None) -> list[ModelSpec]:
+        """Built-in models, then the ones found in the weights folder (a local model may shadow nothing)."""
+        specs = dict(builtin_models())
+        for spec in discover_local_models(self._weights_dir):
+            specs.setdefault(spec.name, spec)
+        return [spec for spec in specs.values() if kind is None or spec.kind == kind]
+
+    def spec(self, name: str) -> ModelSpec:
+        for spec in self.models():
+            if spec.name == name:
+                return spec
+        known = ", ".join(spec.name for spec in self.models())
+        raise ValueError(f"unknown model {name!r}; known models: {known}")
+
+    def load(self, name: str, *, progress: ProgressCallback | None = None) -> nn.Module:
+        """The model on this studio's device, loaded once and cached."""
+        key = (name, self.device, "float32")
+        with self._lock:
+            if key not in self._modules:
+                from studio.loader import load_model, resolve_weights
+
+                spec = self.spec(name)
+                path = resolve_weights(spec, progress=progress)
+                module = load_model(spec, path=path)
+                self._modules[key] = module.to(self.device)
+                self._weight_paths[name] = path
+            return self._modules[key]
+
+    def weight_digest(self, name: str) -> str:
+        self.load(name)
+        return sha256_of(self._weight_paths[name])
+
+    # --- generate ---------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        *,
+        model: str = DEFAULT_GENERATOR,
+        seed: int | None = None,
+        seeds: Sequence[int] | None = None,
+        batch: int = 1,
+        psi: float = 1.0,
+        class_name: str | None = None,
+        directions: Mapping[int, float] | None = None,
+        size: int | None = None,
+    ) -> GenerationResult:
+        """Artworks from seeds. `seeds` wins over `seed`+`batch` (seed, seed+1, ...); no seed: a random one.
+
+        psi in [0, 1.5] pulls latents towards the generator's mean (see `studio.ops.generation.truncate`);
+        `directions` maps a direction index to an amount in standard deviations; `size` resizes the output.
+        """
+        spec = self.spec(model)
+        if spec.kind != "generator":
+            raise ValueError(f"{model} is a {spec.kind}, not an image generator")
+        chosen = self._choose_seeds(seed=seed, seeds=seeds, batch=batch)
+        psi = _check_psi(psi)
+        amounts = _check_directions(directions)
+        if size is not None:
+            size = _check_output_size(size)
+        label_index = self._class_index(spec, class_name)
+        from studio.ops import generation
+
+        generator = self.load(model)
+        latents = generation.seeded_latents(chosen, z_dim=generator.z_dim)
+        if amounts:
+            from studio.ops.directions import apply_directions
+
+            latents = apply_directions(latents, self.directions(model), amounts)
+        labels = generation.one_hot(label_index, len(spec.classes), count=len(chosen)) if spec.classes else None
+        images = generation.synthesize(generator, latents, labels=labels, psi=psi, device=self.device)
+        pil_images = imaging.signed_to_pil(images)
+        if size is not None:
+            pil_images = [image.resize((size, size), Image.Resampling.LANCZOS) for image in pil_images]
+        settings = GenerationSettings(
+            model=model,
+            seeds=chosen,
+            psi=psi,
+            class_name=spec.classes[label_index] if spec.classes else None,
+            directions=amounts,
+            size=size,
+        )
+        return GenerationResult(images=pil_images, seeds=chosen, latents=latents, settings=settings)
+
+    def regenerate(self, png: str | os.PathLike[str] | Image.Image) -> GenerationResult:
+        """Make the same artwork again from the settings stored in a studio PNG."""
+        settings = read_png_settings(png)
+        return self.generate(
+            model=settings.model,
+            seeds=settings.seeds,
+            psi=settings.psi,
+            class_name=settings.class_name,
+            directions=settings.directions,
+            size=settings.size,
+        )
+
+    def directions(self, model: str, *, count: int = 8) -> LatentDirections:
+        """GANSpace-style directions of a generator, computed once and cached on disk by the weights' sha256."""
+        key = (model, count)
+        with self._lock:
+            if key in self._directions:
+                return self._directions[key]
+            from studio.ops import generation
+            from studio.ops.directions import LatentDirections, find_directions
+
+            generator = self.load(model)
+            cache = studio_cache_dir() / "directions" / f"{model}-{self.weight_digest(model)[:16]}-{count}.pt"
+            found: LatentDirections | None = None
+            if cache.is_file():
+                import torch
+
+                try:
+                    stored = torch.load(cache, map_location="cpu", weights_only=True)
+                    found = LatentDirections(vectors=stored["vectors"], explained=stored["explained"])
+                except Exception:  # a damaged cache entry is recomputed, never trusted
+                    found = None
+            if found is None:
+                spec = self.spec(model)
+                found = find_directions(
+                    generation.early_features_fn(generator, num_classes=len(spec.classes)),
+                    z_dim=generator.z_dim,
+                    count=count,
+                    device=self.device,
+                )
+                import torch
+
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                temporary = cache.with_suffix(".tmp")
+                torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
+                os.replace(temporary, cache)
+            self._directions[key] = found
+            return found
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+
+    def _choose_seeds(self, *, seed: int | None, seeds: Sequence[int] | None, batch: int) -> tuple[int, ...]:
+        limit = _max_batch_from_env()
+        if seeds is not None:
+            chosen = tuple(_check_seed(value) for value in seeds)
+            if not chosen:
+                raise ValueError("give at least one seed")
+        else:
+            if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+                raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
+            start = secrets.randbelow(MAX_SEED + 1) if seed is None else _check_seed(seed)
+            chosen = tuple((start + offset) % (MAX_SEED + 1) for offset in range(batch))
+        if len(chosen) > limit:
+            raise ValueError(f"batch of {len(chosen)} is above the limit of {limit}; lower it or raise STUDIO_MAX_BATCH")
+        return chosen
+
+    @staticmethod
+    def _class_index(spec: ModelSpec, class_name: str | None) -> int:
+        if not spec.classes:
+            if class_name not in (None, ""):
+                raise ValueError(f"{spec.name} is not class-conditional; leave the class empty")
+            return 0
+        if class_name in (None, ""):
+            return 0
+        if class_name not in spec.classes:
+            raise ValueError(f"{spec.name} has no class {class_name!r}; choose one of {', '.join(spec.classes)}")
+        return spec.classes.index(class_name)
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not float(seed).is_integer():
+        raise ValueError(f"seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}")
+    seed = int(seed)
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+    return seed
+
+def _check_psi(psi: Any) -> float:
+    try:
+        value = float(psi)
+    except (TypeError, ValueError):
+        raise ValueError(f"psi must be a number between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {psi!r}") from None
+    if not math.isfinite(value) or not PSI_RANGE[0] <= value <= PSI_RANGE[1]:
+        raise ValueError(f"psi must be between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {psi!r}")
+    return value
+
+def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float]:
+    checked: dict[int, float] = {}
+    for index, amount in (directions or {}).items():
+        value = float(amount)
+        if not math.isfinite(value) or abs(value) > DIRECTION_AMOUNT_LIMIT:
+            raise ValueError(
+                f"direction {index} amount must be between -{DIRECTION_AMOUNT_LIMIT} and {DIRECTION_AMOUNT_LIMIT}, "
+                f"got {amount!r}"
+            )
+        if value != 0.0:
+            checked[int(index)] = value
+    return checked
+
+def _check_output_size(size: Any) -> int:
+    limit = imaging.max_side_from_env()
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= limit:
+        raise ValueError(f"output size must be a whole number of pixels between 16 and {limit}, got {size!r}")
+    return size
+
+ProgressFn = Callable[[float, str], None]
