@@ -68,8 +68,8 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """`images[i]` was made from `seeds[i]`; `latents` (N, z_dim) are the latents actually used (after psi and
-    directions), on CPU."""
+    """`images[i]` was made from `seeds[i]`; `latents` (N, z_dim) on CPU are the seeds' latents moved by the
+    directions, before truncation (each family truncates in its own space, see studio.ops.generation)."""
 
     images: list[Image.Image]
     seeds: tuple[int, ...]

@@ -1,0 +1,152 @@
+"""Generation through the Studio facade with the real offline eye DCGAN (fast: 128 px, CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from studio import Studio, read_png_settings
+from studio.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def studio() -> Studio:
+    return Studio(device="cpu")
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_images_have_the_models_shape_and_use_the_full_range(studio: Studio) -> None:
+    result = studio.generate(model="omniart-eyes", seed=1, batch=3, class_name="brown")
+    assert result.seeds == (1, 2, 3)
+    assert [image.size for image in result.images] == [(128, 128)] * 3
+    assert all(image.mode == "RGB" for image in result.images)
+    assert tuple(result.latents.shape) == (3, 100)
+    values = np.stack([pixels(image) for image in result.images])
+    assert values.min() >= 0 and values.max() <= 255
+    assert values.std() > 20, "a real generator produces structured images, not a flat colour"
+
+
+def test_same_seed_same_image_alone_or_in_a_batch(studio: Studio) -> None:
+    alone = studio.generate(model="omniart-eyes", seed=42, class_name="blue").images[0]
+    again = studio.generate(model="omniart-eyes", seed=42, class_name="blue").images[0]
+    in_batch = studio.generate(model="omniart-eyes", seeds=[7, 42], class_name="blue").images[1]
+    assert np.array_equal(pixels(alone), pixels(again))
+    assert np.array_equal(pixels(alone), pixels(in_batch))
+    other = studio.generate(model="omniart-eyes", seed=43, class_name="blue").images[0]
+    assert np.abs(pixels(alone) - pixels(other)).mean() > 5
+
+
+def test_random_seed_is_reported_and_reproduces(studio: Studio) -> None:
+    first = studio.generate(model="omniart-eyes")
+    (seed,) = first.seeds
+    assert 0 <= seed < 2**32
+    assert np.array_equal(pixels(first.images[0]), pixels(studio.generate(model="omniart-eyes", seed=seed).images[0]))
+
+
+def test_truncation_zero_gives_the_mean_image_for_every_seed(studio: Studio) -> None:
+    result = studio.generate(model="omniart-eyes", seeds=[0, 1, 99, 12345], psi=0.0, class_name="green")
+    reference = pixels(result.images[0])
+    for image in result.images[1:]:
+        assert np.array_equal(pixels(image), reference)
+
+
+def test_truncation_pulls_images_together(studio: Studio) -> None:
+    def spread(psi: float) -> float:
+        images = studio.generate(model="omniart-eyes", seeds=range(8), psi=psi).images
+        stack = np.stack([pixels(image) for image in images]).astype(float)
+        return float(stack.std(axis=0).mean())
+
+    assert spread(0.3) < spread(0.7) < spread(1.0)
+
+
+def test_class_conditioning_changes_the_output(studio: Studio) -> None:
+    blue = studio.generate(model="omniart-eyes", seed=5, class_name="blue").images[0]
+    brown = studio.generate(model="omniart-eyes", seed=5, class_name="brown").images[0]
+    assert np.abs(pixels(blue) - pixels(brown)).mean() > 2
+
+
+def test_direction_amount_zero_is_the_identity_and_nonzero_moves(studio: Studio) -> None:
+    plain = studio.generate(model="omniart-eyes", seed=11)
+    zero = studio.generate(model="omniart-eyes", seed=11, directions={0: 0.0, 3: 0.0})
+    assert np.array_equal(pixels(plain.images[0]), pixels(zero.images[0]))
+    assert torch.equal(plain.latents, zero.latents)
+    moved = studio.generate(model="omniart-eyes", seed=11, directions={0: 3.0})
+    shift = moved.latents - plain.latents
+    assert math.isclose(float(shift.norm()), 3.0, rel_tol=1e-4), "directions are unit vectors scaled by the amount"
+    assert np.abs(pixels(moved.images[0]) - pixels(plain.images[0])).mean() > 2
+
+
+def test_directions_are_cached_on_disk_by_weight_digest(studio: Studio, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path))
+    fresh = Studio(device="cpu")
+    directions = fresh.directions("omniart-eyes")
+    assert tuple(directions.vectors.shape) == (8, 100)
+    assert torch.allclose(directions.vectors.norm(dim=1), torch.ones(8), atol=1e-5)
+    assert torch.all(directions.explained[:-1] >= directions.explained[1:]), "strongest direction first"
+    cached = list((tmp_path / "directions").glob("omniart-eyes-*.pt"))
+    assert len(cached) == 1 and fresh.weight_digest("omniart-eyes")[:16] in cached[0].name
+    reloaded = Studio(device="cpu").directions("omniart-eyes")
+    assert torch.equal(reloaded.vectors, directions.vectors)
+
+
+def test_png_metadata_round_trips_to_the_same_image(studio: Studio, tmp_path) -> None:
+    result = studio.generate(model="omniart-eyes", seed=21, psi=0.7, class_name="hazel", directions={1: -1.5})
+    path = result.save(tmp_path / "art.png")
+    settings = read_png_settings(path)
+    assert settings == result.settings
+    again = studio.regenerate(path)
+    assert np.array_equal(pixels(again.images[0]), pixels(Image.open(path).convert("RGB")))
+
+
+def test_output_size_resizes(studio: Studio) -> None:
+    assert studio.generate(model="omniart-eyes", seed=1, size=256).images[0].size == (256, 256)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "no-such-model"}, "unknown model"),
+        ({"seed": -1}, "seed must be between"),
+        ({"seed": 2**32}, "seed must be between"),
+        ({"seed": 1.5}, "whole number"),
+        ({"psi": float("nan")}, "psi must be between"),
+        ({"psi": 2.0}, "psi must be between"),
+        ({"batch": 0}, "batch must be"),
+        ({"batch": 65}, "above the limit of 64"),
+        ({"class_name": "purple"}, "has no class 'purple'"),
+        ({"directions": {0: float("inf")}}, "amount must be between"),
+        ({"directions": {99: 1.0}}, "direction 99 does not exist"),
+        ({"model": "vgg19-caffe"}, "not an image generator"),
+        ({"size": 100000}, "output size"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(studio: Studio, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        studio.generate(**{"model": "omniart-eyes", "seed": 0, **kwargs})
+
+
+def test_batch_cap_is_configurable(studio: Studio, monkeypatch) -> None:
+    monkeypatch.setenv("STUDIO_MAX_BATCH", "2")
+    with pytest.raises(ValueError, match="above the limit of 2"):
+        studio.generate(model="omniart-eyes", seed=0, batch=3)
+
+
+def test_cli_generate_writes_a_grid_with_metadata(tmp_path) -> None:
+    out = tmp_path / "grid.png"
+    code = cli_main(["generate", "--seed", "7", "--batch", "4", "--class", "blue", "--psi", "0.8", "--out", str(out)])
+    assert code == 0
+    settings = read_png_settings(out)
+    assert settings.seeds == (7, 8, 9, 10) and settings.class_name == "blue" and settings.psi == 0.8
+    assert Image.open(out).size == (2 * 128 + 2, 2 * 128 + 2)
+
+
+def test_cli_reports_bad_input_without_a_traceback(capsys) -> None:
+    assert cli_main(["generate", "--psi", "nan", "--out", "unused.png"]) == 2
+    assert "psi must be between" in capsys.readouterr().err
