@@ -10,6 +10,7 @@ Loading is safe by construction: safetensors, or `torch.load(weights_only=True)`
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.metadata
 import json
 import os
@@ -131,8 +132,11 @@ def pinned(source: WeightSource) -> WeightSource:
 
 
 def _pin_key(source: WeightSource) -> str:
+    """Pins of a Hub file are kept per requested revision: a digest recorded for one commit must never be
+    demanded of another (e.g. after the registry pins a newer revision)."""
     if isinstance(source, HubFile):
-        return f"hub:{source.repo_id}/{source.filename}"
+        key = f"hub:{source.repo_id}/{source.filename}"
+        return key + (f"@{source.revision}" if source.revision else "")
     return source.describe()
 
 
@@ -144,6 +148,7 @@ def resolve(source: WeightSource, *, what: str, progress: ProgressCallback | Non
 
     Raises WeightsUnavailable (with what to do) when it cannot be had, WeightsIntegrityError on a digest mismatch.
     """
+    pin_key = _pin_key(source)  # of the source as asked for, before the pins fill in its revision
     source = pinned(source)
     if isinstance(source, PackageFile):
         path = package_file_path(source, what=what)
@@ -157,7 +162,7 @@ def resolve(source: WeightSource, *, what: str, progress: ProgressCallback | Non
         path = _download_url(source, what=what, progress=progress, force=force)
     verify_sha256(path, source.sha256, what=what)
     if isinstance(source, (HubFile, UrlFile)) and source.sha256 is None:
-        _record_pin(_pin_key(source), sha256=sha256_of(path))
+        _record_pin(pin_key, sha256=sha256_of(path))
     return path
 
 
@@ -229,20 +234,35 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
             force_download=force,
             tqdm_class=_tqdm_class(progress),
         )
-    except LocalEntryNotFoundError:
-        state = "offline (HF_HUB_OFFLINE is set)" if offline else "the Hub could not be reached"
+    except LocalEntryNotFoundError as error:
+        # hf_hub_download raises this once its retries are spent; the cause says why (HTTP status or transport).
+        cause = error.__cause__
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if offline:
+            state = "offline (HF_HUB_OFFLINE is set)"
+        elif isinstance(cause, HfHubHTTPError) and status is not None:
+            state = f"the Hub answered HTTP {status} (try again later)"
+        else:
+            state = "the Hub could not be reached"
         raise WeightsUnavailable(
             f"{what} is not cached and {state}; {fetch_hint} "
             f"(it comes from {source.repo_id}/{source.filename})"
         ) from None
     except RevisionNotFoundError:
         raise WeightsUnavailable(
-            f"{what}: revision {source.revision} of {source.repo_id} does not exist on the Hub"
+            f"{what}: revision {source.revision} of {source.repo_id} does not exist on the Hub; if it was pinned "
+            f"on first use, remove the entry for {source.repo_id}/{source.filename} from {_pins_path()}"
         ) from None
     except RepositoryNotFoundError:
-        raise WeightsUnavailable(f"{what}: Hub repository {source.repo_id} was not found (or is private)") from None
+        raise WeightsUnavailable(
+            f"{what}: Hub repository {source.repo_id} was not found; if it is private or gated, log in "
+            "(hf auth login, or set HF_TOKEN), otherwise it was renamed or removed"
+        ) from None
     except EntryNotFoundError:
-        raise WeightsUnavailable(f"{what}: {source.filename} is not in Hub repository {source.repo_id}") from None
+        raise WeightsUnavailable(
+            f"{what}: {source.filename} is not in Hub repository {source.repo_id} (it was renamed or removed); "
+            "put a copy in weights/ instead (see weights/README.md)"
+        ) from None
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", "?")
         raise WeightsUnavailable(
@@ -254,8 +274,9 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         ) from None
     path = Path(downloaded)
     if source.revision is None:
-        # hub cache layout: .../snapshots/<commit>/<filename>
-        commit = path.parent.name if len(path.parent.name) == 40 else ""
+        # hub cache layout: .../snapshots/<commit>/<filename>, where filename may contain folders
+        snapshot = path.parents[len(Path(source.filename).parts) - 1].name
+        commit = snapshot if len(snapshot) == 40 else ""
         if commit:
             _record_pin(_pin_key(source), revision=commit)
     return path
@@ -278,6 +299,12 @@ def _tqdm_class(progress: ProgressCallback | None):
 def _url_cache_path(source: UrlFile) -> Path:
     key = hashlib.sha256(source.url.encode()).hexdigest()[:16]
     return studio_cache_dir() / "url" / key / source.filename
+
+
+def _total_from_content_range(header: str | None) -> int | None:
+    """The full size from a `Content-Range: bytes */1234` (or `bytes 0-9/1234`) header."""
+    size = (header or "").rpartition("/")[2].strip()
+    return int(size) if size.isdigit() else None
 
 
 def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | None, force: bool) -> Path:
@@ -308,8 +335,23 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
                     if progress:
                         progress(done, total)
     except urllib.error.HTTPError as error:
-        raise WeightsUnavailable(f"{what}: {source.url} answered HTTP {error.code}; try again later") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        if error.code == 416 and offset:
+            # Nothing left after `offset`: the previous run got every byte but stopped before verifying.
+            total = _total_from_content_range(error.headers.get("Content-Range"))
+            if total != offset:  # the remote file shrank or changed: our partial download is useless
+                partial.unlink()
+                raise WeightsUnavailable(
+                    f"{what}: the file at {source.url} changed since the download began; run the same command "
+                    "again to download it afresh"
+                ) from None
+        elif error.code == 404:
+            raise WeightsUnavailable(
+                f"{what}: {source.url} was not found (HTTP 404); the file has moved. If you have a copy, put it "
+                f"at {final}"
+            ) from None
+        else:
+            raise WeightsUnavailable(f"{what}: {source.url} answered HTTP {error.code}; try again later") from None
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as error:
         raise WeightsUnavailable(
             f"{what}: download from {source.url} was interrupted ({error}); run the same command again to resume"
         ) from None
