@@ -20,7 +20,13 @@ from PIL import Image, PngImagePlugin
 
 from studio import imaging
 from studio.registry import DEFAULT_GENERATOR, ModelSpec, builtin_models
-from studio.weights import ProgressCallback, discover_local_models, sha256_of, studio_cache_dir
+from studio.weights import (
+    ProgressCallback,
+    discover_local_models,
+    sha256_of,
+    studio_cache_dir,
+    with_dropped_in_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -134,7 +140,7 @@ class Studio:
 
     def models(self, kind: str | None = None) -> list[ModelSpec]:
         """Built-in models, then the ones found in the weights folder (a local model may shadow nothing)."""
-        specs = dict(builtin_models())
+        specs = {name: with_dropped_in_weights(spec, self._weights_dir) for name, spec in builtin_models().items()}
         for spec in discover_local_models(self._weights_dir):
             specs.setdefault(spec.name, spec)
         return [spec for spec in specs.values() if kind is None or spec.kind == kind]
@@ -201,7 +207,9 @@ class Studio:
 
             latents = apply_directions(latents, self.directions(model), amounts)
         labels = generation.one_hot(label_index, len(spec.classes), count=len(chosen)) if spec.classes else None
-        images = generation.synthesize(generator, latents, labels=labels, psi=psi, device=self.device)
+        images = generation.synthesize(
+            generator, latents, labels=labels, psi=psi, seeds=chosen, device=self.device
+        )
         pil_images = imaging.signed_to_pil(images)
         if size is not None:
             pil_images = [image.resize((size, size), Image.Resampling.LANCZOS) for image in pil_images]

@@ -124,7 +124,7 @@ def _fastgan(repo: str, name: str, description: str) -> ModelSpec:
         architecture="fastgan",
         key_format="fastgan-huggan",
         sources=(HubFile(repo, "pytorch_model.bin", size=117_000_000),),
-        config={"z_dim": 256, "ngf": 64, "resolution": 1024},
+        config={"z_dim": 256, "ngf": 64},
         convention="z ~ N(0, I) of 256; tanh output in [-1, 1]",
         description=description,
         license="MIT (model card)",

@@ -197,7 +197,11 @@ class FastganSynthesis(nn.Module):
         self.to_big = _sn_conv(config.channels(config.resolution), config.img_channels, 3, bias=True)
 
     def forward(self, w: Tensor, noise_generator: NoiseSource = None) -> Tensor:
-        features = {4: self.init(w)}
+        return self.render(self.init(w), noise_generator)
+
+    def render(self, init_features: Tensor, noise_generator: NoiseSource = None) -> Tensor:
+        """The synthesis after the init layer: (B, C, 4, 4) first feature map -> image."""
+        features = {4: init_features}
         for res in self.config.block_resolutions:
             x = self.get_submodule(f"feat_{res}")(features[res // 2], noise_generator)
             if res in EXCITED_RESOLUTIONS:
@@ -223,18 +227,38 @@ class ProjectedGanGenerator(nn.Module):
         self.z_dim = self.config.z_dim
         self.resolution = self.config.resolution
         self.synthesis = FastganSynthesis(self.config)  # the reference `mapping` has no parameters: nothing to keep
+        self.register_buffer("init_mean", None, persistent=False)
 
     def _check_latents(self, z: Tensor) -> Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected latents of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         return normalize_2nd_moment(z)
 
-    def forward(self, z: Tensor, *, noise_generator: NoiseSource = None) -> Tensor:
+    # z is normalised by its second moment, so scaling z cannot truncate: psi acts on the first feature map instead.
+    truncates_features: ClassVar[bool] = True
+    TRUNCATION_SAMPLES: ClassVar[int] = 2048
+
+    def forward(self, z: Tensor, *, psi: float = 1.0, noise_generator: NoiseSource = None) -> Tensor:
         """z: (B, z_dim) float, any scale (normalised here). Returns (B, 3, R, R) float, nominally [-1, 1].
 
+        `psi` < 1 pulls the first feature map towards its average over the latent prior (psi = 0: the mean image).
         `noise_generator`: see `NoiseSource`; pass CPU generators for device-independent, reproducible images.
         """
-        return self.synthesis(self._check_latents(z), noise_generator)
+        features = self.early_features(z)
+        if psi != 1.0:
+            mean = self.mean_early_features().to(features.dtype)
+            features = mean + psi * (features - mean)
+        return self.synthesis.render(features, noise_generator)
+
+    def mean_early_features(self) -> Tensor:
+        """The average init-layer output over 2048 latents drawn with a fixed seed, computed once per module."""
+        if self.init_mean is None:
+            latents = torch.randn(self.TRUNCATION_SAMPLES, self.z_dim, generator=torch.Generator().manual_seed(0))
+            device = next(self.parameters()).device
+            with torch.no_grad():
+                total = sum(self.early_features(chunk.to(device)).float().sum(0) for chunk in latents.split(256))
+            self.init_mean = (total / self.TRUNCATION_SAMPLES).unsqueeze(0)
+        return self.init_mean
 
     def early_features(self, z: Tensor) -> Tensor:
         """Activations after the first block (the init layer), (B, 16*ngf, 4, 4); no noise is involved yet."""

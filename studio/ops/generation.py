@@ -9,6 +9,7 @@ What "mean" means depends on the family:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,6 +33,16 @@ def accepts_psi(generator: nn.Module) -> bool:
     return bool(getattr(generator, "truncates_features", False))
 
 
+def uses_noise(generator: nn.Module) -> bool:
+    """Generators with noise injection (the FastGAN family) take per-image noise generators."""
+    return "noise_generator" in inspect.signature(generator.forward).parameters
+
+
+def noise_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per image for its injected noise, derived from (not equal to) the image's latent seed."""
+    return [torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + 0x7F4A7C15) % 2**63) for seed in seeds]
+
+
 @torch.inference_mode()
 def synthesize(
     generator: nn.Module,
@@ -39,26 +50,35 @@ def synthesize(
     *,
     labels: Tensor | None = None,
     psi: float = 1.0,
+    seeds: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 32,
 ) -> Tensor:
-    """Images (N, 3, H, W) float32 in [-1, 1] on CPU from (N, z_dim) latents, batched, bf16 autocast on CUDA."""
+    """Images (N, 3, H, W) float32 in [-1, 1] on CPU from (N, z_dim) latents, batched, bf16 autocast on CUDA.
+
+    `seeds` (one per latent) make injected noise reproducible; without them noise models use noise seeded by index.
+    """
     outputs = []
     device = torch.device(device)
+    noisy = uses_noise(generator)
+    if noisy and seeds is None:
+        seeds = range(latents.shape[0])
     for start in range(0, latents.shape[0], batch_size):
         z = latents[start : start + batch_size].to(device)
         y = None if labels is None else labels[start : start + batch_size].to(device)
+        extra: dict = {"noise_generator": noise_generators(seeds[start : start + batch_size])} if noisy else {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            images = _forward(generator, z, y, psi)
+            images = _forward(generator, z, y, psi, extra)
         outputs.append(images.float().clamp_(-1, 1).cpu())
     return torch.cat(outputs)
 
 
-def _forward(generator: nn.Module, z: Tensor, labels: Tensor | None, psi: float) -> Tensor:
+def _forward(generator: nn.Module, z: Tensor, labels: Tensor | None, psi: float, extra: dict) -> Tensor:
     if accepts_psi(generator):
-        return generator(z, psi=psi) if labels is None else generator(z, labels, psi=psi)
-    z = z * psi
-    return generator(z) if labels is None else generator(z, labels)
+        extra = {**extra, "psi": psi}
+    else:
+        z = z * psi
+    return generator(z, **extra) if labels is None else generator(z, labels, **extra)
 
 
 def early_features_fn(generator: nn.Module, *, num_classes: int = 0) -> Callable[[Tensor], Tensor]:
