@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from studio.registry import HubFile, LocalFile, ModelSpec, PackageFile, UrlFile, WeightSource
+from studio.registry import HubFile, LocalFile, ModelSpec, PackageFile, UrlFile, WeightSource, builtin_models
 
 ProgressCallback = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 
@@ -443,6 +443,10 @@ def discover_local_models(folder: Path | None = None) -> Iterator[ModelSpec]:
             continue
 
 
+def builtin_names() -> set[str]:
+    return set(builtin_models())
+
+
 def spec_from_export(config_path: Path) -> ModelSpec:
     """Build a ModelSpec from an exported model folder (config.json + model.safetensors)."""
     meta = json.loads(config_path.read_text())
@@ -468,12 +472,25 @@ def spec_from_export(config_path: Path) -> ModelSpec:
     )
 
 
+def with_dropped_in_weights(spec: ModelSpec, folder: Path | None = None) -> ModelSpec:
+    """A built-in model whose weight file a user put in `weights/<name>/` (e.g. downloaded by hand on another
+    machine) is loaded from there first, still verified against the registry's sha256 where one is pinned."""
+    model_folder = (folder or local_weights_dir()) / spec.name
+    if not model_folder.is_dir():
+        return spec
+    files = [p for p in sorted(model_folder.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()]
+    if not files:
+        return spec
+    pinned_digest = next((s.sha256 for s in spec.sources if s.sha256), None)
+    return replace(spec, sources=(LocalFile(str(files[0]), sha256=pinned_digest), *spec.sources))
+
+
 def unrecognised_local_files(folder: Path | None = None) -> list[Path]:
     """Checkpoints in `weights/` that are not part of an exported model folder (they need a config.json)."""
     root = folder or local_weights_dir()
     if not root.is_dir():
         return []
-    known = {p.parent for p in root.glob("*/config.json")}
+    known = {p.parent for p in root.glob("*/config.json")} | {root / name for name in builtin_names()}
     return [
         p
         for p in sorted(root.rglob("*"))

@@ -47,10 +47,7 @@ def find_directions(
     generator = torch.Generator().manual_seed(seed)
     latents = torch.randn(samples, z_dim, generator=generator)
     features = torch.cat(
-        [
-            early_features(chunk.to(device)).flatten(1).float().cpu()
-            for chunk in latents.split(batch_size)
-        ]
+        [early_features(chunk.to(device)).flatten(1).float().cpu() for chunk in latents.split(batch_size)]
     )
     centred = features - features.mean(dim=0, keepdim=True)
     # Low-rank PCA: the principal axes of the activations (no need for the full SVD of a 3000 x 16k matrix).
