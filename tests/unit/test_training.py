@@ -1,0 +1,356 @@
+"""Training a DCGAN on a folder: tiny runs (16 px, 4-8 channels, a few steps) on generated images, plus the losses,
+penalties, augmentations and Fréchet distance against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from studio.loader import load_model
+from studio.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
+from studio.training import (
+    FeatureStats,
+    HubUploadError,
+    TrainConfig,
+    feature_stats,
+    frechet_distance,
+    make_train_config,
+    push_to_hub,
+    train,
+)
+from studio.training.augment import diff_augment, parse_policy, random_cutout, random_translation
+from studio.training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from studio.weights import discover_local_models
+
+TINY = dict(
+    size=16,
+    batch_size=4,
+    z_dim=8,
+    g_channels=4,
+    d_channels=4,
+    sample_every=0,
+    checkpoint_every=0,
+    sample_count=4,
+    metric_samples=0,
+    progress_bar=False,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models are fastest (and steadiest on a busy machine) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_images(folder: Path, count: int, *, seed: int, tint: int = 0) -> None:
+    """Small images of varied sizes and formats: red-ish (tint 0) or blue-ish (tint 2) noise over a gradient."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        height, width = (int(v) for v in rng.integers(16, 40, 2))
+        pixels = rng.integers(0, 60, (height, width, 3)).astype(np.uint8)
+        pixels[..., tint] += np.linspace(100, 190, width, dtype=np.uint8)[None, :]
+        image = Image.fromarray(pixels)
+        if index % 3 == 0:
+            image.save(folder / f"img{index}.jpg", quality=90)
+        elif index % 3 == 1:
+            image.convert("L").save(folder / f"img{index}.png")
+        else:
+            image.save(folder / f"img{index}.webp")
+
+
+@pytest.fixture(scope="module")
+def flat_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("flat")
+    write_images(folder, 10, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("classes")
+    write_images(folder / "reds", 6, seed=1, tint=0)
+    write_images(folder / "blues", 4, seed=2, tint=2)
+    write_images(folder / "blues" / "deeper", 2, seed=3, tint=2)  # still class "blues"
+    return folder
+
+
+def all_tensors(result_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(result_dir / "checkpoints" / "last" / "state.pt", weights_only=True)
+    flat = {}
+    for part in ("generator", "discriminator", "ema"):
+        flat.update({f"{part}.{k}": v for k, v in state[part].items()})
+    for part in ("opt_g", "opt_d"):
+        for index, slots in state[part]["state"].items():
+            flat.update({f"{part}.{index}.{k}": v for k, v in slots.items()})
+    return flat
+
+
+# --- whole runs -----------------------------------------------------------------------------------------------------
+
+
+def test_tiny_run_exports_a_model_the_studio_loads(flat_folder: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    config = make_train_config(data=flat_folder, out=weights / "mine", **{**TINY, "metric_samples": 8}, steps=4)
+    result = train(config)
+    assert result.step == 4 and result.stopped_by == "steps" and result.images == 10 and not result.skipped
+    assert {"d", "g", "d_real", "d_fake"} <= set(result.losses)
+    assert all(math.isfinite(value) for value in result.losses.values())
+    assert result.images_per_second > 0
+    # quality proxy on every checkpoint (here only the final one), FID reported as unavailable offline
+    assert [entry["step"] for entry in result.metrics] == [4]
+    assert math.isfinite(result.metrics[0]["vgg_fd"]) and result.metrics[0]["vgg_fd"] > 0
+    from studio.training.metrics import inception_weights_path
+
+    if not inception_weights_path().is_file():
+        assert "fid" not in result.metrics[0] and "not cached" in result.metrics_unavailable["fid"]
+    assert result.samples[-1].is_file() and Image.open(result.samples[-1]).size == (2 * 16 + 2, 2 * 16 + 2)
+
+    meta = json.loads((weights / "mine" / "config.json").read_text())
+    assert meta["architecture"] == "dcgan" and meta["key_format"] == "studio" and meta["kind"] == "generator"
+    assert meta["config"] == {"z_dim": 8, "num_classes": 0, "resolution": 16, "base_channels": 4, "dropout": 0.0}
+    assert meta["training"]["steps"] == 4 and meta["training"]["metrics"][0]["step"] == 4
+    assert "mine" in (weights / "mine" / "README.md").read_text()
+
+    specs = {spec.name: spec for spec in discover_local_models(weights)}
+    model = load_model(specs["mine"])  # verifies the sha256 written into config.json
+    with torch.inference_mode():
+        images = model(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)))
+    assert images.shape == (3, 3, 16, 16) and images.abs().max() <= 1 and images.std() > 0
+
+
+def test_resume_continues_bit_identically(class_folder: Path, tmp_path: Path) -> None:
+    # augmentation, R1, conditional data and random crops all draw random numbers: all must be restored
+    settings = {**TINY, "r1_gamma": 1.0, "checkpoint_every": 2}
+    straight = train(make_train_config(data=class_folder, out=tmp_path / "straight", steps=3, **settings))
+    train(make_train_config(data=class_folder, out=tmp_path / "resumed", steps=2, **settings))
+    resumed = train(make_train_config(data=class_folder, out=tmp_path / "resumed", steps=3, **settings))
+    assert resumed.resumed_from == 2 and resumed.step == straight.step == 3
+    expected, actual = all_tensors(tmp_path / "straight"), all_tensors(tmp_path / "resumed")
+    assert expected.keys() == actual.keys() and len(expected) > 20
+    different = [key for key in expected if not torch.equal(expected[key], actual[key])]
+    assert not different, f"resumed run differs in {different[:5]}"
+    assert resumed.losses == straight.losses
+
+
+def test_resume_refuses_other_settings(flat_folder: Path, tmp_path: Path) -> None:
+    train(make_train_config(data=flat_folder, out=tmp_path / "run", steps=1, **TINY))
+    with pytest.raises(ValueError, match="size"):
+        train(make_train_config(data=flat_folder, out=tmp_path / "run", steps=2, **{**TINY, "size": 32}))
+
+
+def test_broken_files_are_skipped_and_listed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_images(data, 6, seed=4)
+    (data / "notes.jpg").write_text("this is not a picture")
+    buffer = tmp_path / "whole.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(buffer)
+    (data / "cut.png").write_bytes(buffer.read_bytes()[:60])
+    (data / "empty.jpeg").write_bytes(b"")
+    (data / "readme.txt").write_text("not an image suffix: ignored")
+    result = train(make_train_config(data=data, out=tmp_path / "out", steps=2, **TINY))
+    assert result.step == 2 and result.images == 6
+    assert sorted(skipped.path.name for skipped in result.skipped) == ["cut.png", "empty.jpeg", "notes.jpg"]
+    assert all(skipped.reason for skipped in result.skipped)
+    meta = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert sorted(Path(p).name for p in meta["training"]["skipped"]) == ["cut.png", "empty.jpeg", "notes.jpg"]
+
+
+def test_folder_without_readable_images_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="could be read"):
+        train(make_train_config(data=tmp_path / "data", out=tmp_path / "out", steps=1, **TINY))
+
+
+def test_conditional_training_from_nested_folders(class_folder: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    result = train(make_train_config(data=class_folder, out=weights / "two", steps=2, **TINY))
+    assert result.classes == ("blues", "reds") and result.images == 12
+    spec = {spec.name: spec for spec in discover_local_models(weights)}["two"]
+    assert spec.classes == ("blues", "reds") and spec.config["num_classes"] == 2
+    model = load_model(spec)
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        blue, red = model(z, torch.eye(2)[[0, 0]]), model(z, torch.eye(2)[[1, 1]])
+    assert blue.shape == (2, 3, 16, 16) and not torch.equal(blue, red)
+    with pytest.raises(ValueError, match="class vector"):
+        model(z)
+    # the same folder trained unconditionally, and a folder with loose images refused for conditional training
+    plain = train(make_train_config(data=class_folder, out=tmp_path / "plain", steps=1, conditional=False, **TINY))
+    assert plain.classes == ()
+    write_images(class_folder.parent / "mixed" / "reds", 2, seed=5)
+    write_images(class_folder.parent / "mixed", 1, seed=6)
+    mixed = make_train_config(
+        data=class_folder.parent / "mixed", out=tmp_path / "m", steps=1, conditional=True, **TINY
+    )
+    with pytest.raises(ValueError, match="class folder"):
+        train(mixed)
+
+
+def test_interrupt_checkpoints_and_exports(flat_folder: Path, tmp_path: Path) -> None:
+    seen = []
+
+    def stop_at_three(progress) -> None:
+        seen.append(progress.step)
+        if progress.step == 3:
+            raise KeyboardInterrupt
+
+    config = make_train_config(data=flat_folder, out=tmp_path / "out", steps=1000, log_every=1, **TINY)
+    result = train(config, on_progress=stop_at_three)
+    assert result.interrupted and result.step == 3 and seen == [1, 2, 3]
+    assert torch.load(result.checkpoint / "state.pt", weights_only=True)["step"] == 3
+    assert result.export is not None and result.export.weights.is_file()
+    assert json.loads(result.export.config.read_text())["training"]["stopped_by"] == "interrupt"
+
+
+def test_time_budget_stops_the_run(flat_folder: Path, tmp_path: Path) -> None:
+    config = make_train_config(data=flat_folder, out=tmp_path / "out", steps=1000, time_budget_s=1e-6, **TINY)
+    result = train(config)
+    assert result.stopped_by == "time" and result.step == 1 and result.export.weights.is_file()
+
+
+def test_settings_are_validated(flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDIO_WEIGHTS_DIR", raising=False)
+    with pytest.raises(ValueError, match="power of two"):
+        make_train_config(data=flat_folder, out=tmp_path, size=48)
+    with pytest.raises(ValueError, match="unknown training options"):
+        make_train_config(data=flat_folder, out=tmp_path, learning_rate=1)
+    with pytest.raises(ValueError, match="loss"):
+        make_train_config(data=flat_folder, out=tmp_path, loss="lsgan")
+    with pytest.raises(ValueError, match="augmentation"):
+        make_train_config(data=flat_folder, out=tmp_path, augment="color,zoom")
+    config = make_train_config(data=flat_folder, out=None, steps=None, loss="wgan-gp")
+    assert isinstance(config, TrainConfig) and config.steps == TrainConfig.steps
+    assert config.out == Path("weights") / config.name and config.discriminator_norm == "none"
+
+
+# --- losses and penalties -------------------------------------------------------------------------------------------
+
+
+def test_losses_at_known_logits() -> None:
+    zero = torch.zeros(4)
+    assert discriminator_loss("bce", zero, zero).item() == pytest.approx(2 * math.log(2))
+    assert generator_loss("bce", zero).item() == pytest.approx(math.log(2))
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert discriminator_loss("hinge", real, fake).item() == pytest.approx((0 + 0.5) / 2 + (0 + 1) / 2)
+    assert discriminator_loss("wgan-gp", real, fake).item() == pytest.approx(-1.0 - 1.25)
+    assert generator_loss("hinge", fake).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="lsgan"):
+        generator_loss("lsgan", fake)
+
+
+def quadratic_critic(weights: torch.Tensor):
+    """D(x) = sum(w * x^2) per sample: grad_x D = 2 w x."""
+    return lambda x: (weights * x.pow(2)).flatten(1).sum(1)
+
+
+def test_gradient_penalty_matches_the_analytic_gradient() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.rand(1, 2, 3, 3, generator=generator).requires_grad_(True)
+    real, fake = torch.randn(4, 2, 3, 3, generator=generator), torch.randn(4, 2, 3, 3, generator=generator)
+    mix = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    penalty = gradient_penalty(quadratic_critic(weights), real, fake, mix=mix)
+    mixed = mix.view(4, 1, 1, 1) * real + (1 - mix.view(4, 1, 1, 1)) * fake
+    norms = (2 * weights.detach() * mixed).flatten(1).norm(dim=1)
+    assert penalty.item() == pytest.approx(((norms - 1) ** 2).mean().item(), rel=1e-6)
+    # and it trains the critic: d/dw of the penalty, by hand
+    penalty.backward()
+    by_hand = (2 * (norms - 1) / norms).view(4, 1, 1, 1) * 4 * weights.detach() * mixed.pow(2)
+    torch.testing.assert_close(weights.grad, by_hand.mean(0, keepdim=True))
+
+
+def test_r1_penalty_matches_the_analytic_gradient() -> None:
+    generator = torch.Generator().manual_seed(1)
+    weights = torch.rand(1, 3, 2, 2, generator=generator).requires_grad_(True)
+    real = torch.randn(5, 3, 2, 2, generator=generator).requires_grad_(True)
+    penalty = r1_penalty(quadratic_critic(weights)(real), real)
+    expected = (2 * weights.detach() * real.detach()).pow(2).flatten(1).sum(1).mean()
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-6)
+    penalty.backward()
+    torch.testing.assert_close(weights.grad, (8 * weights.detach() * real.detach().pow(2)).mean(0, keepdim=True))
+
+
+# --- Fréchet distance -----------------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_of_identical_features_is_zero() -> None:
+    features = torch.randn(300, 16, generator=torch.Generator().manual_seed(2)) * 5 + 3
+    stats = feature_stats(features)
+    assert frechet_distance(stats, stats) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_against_hand_computed_cases() -> None:
+    def gaussian(mean: list[float], cov: list[list[float]]) -> FeatureStats:
+        return FeatureStats(torch.tensor(mean, dtype=torch.float64), torch.tensor(cov, dtype=torch.float64), 100)
+
+    # 1-D: (mu1 - mu2)^2 + (sigma1 - sigma2)^2
+    assert frechet_distance(gaussian([1.0], [[4.0]]), gaussian([-2.0], [[9.0]])) == pytest.approx(9 + 1)
+    # diagonal: the sum of the 1-D terms
+    a, b = gaussian([0.0, 1.0], [[1.0, 0.0], [0.0, 16.0]]), gaussian([3.0, 1.0], [[4.0, 0.0], [0.0, 1.0]])
+    assert frechet_distance(a, b) == pytest.approx((9 + 1) + (0 + 9))
+    # full covariances that do not commute: tr sqrt(C1 C2) from the eigenvalues of the product
+    c1, c2 = (
+        torch.tensor([[2.0, 0.7], [0.7, 1.0]], dtype=torch.float64),
+        torch.tensor([[1.5, -0.4], [-0.4, 0.5]], dtype=torch.float64),
+    )
+    trace_sqrt = torch.linalg.eigvals(c1 @ c2).real.sqrt().sum()
+    expected = (c1.trace() + c2.trace() - 2 * trace_sqrt).item() + 1.0
+    assert frechet_distance(gaussian([1.0, 0.0], c1.tolist()), gaussian([0.0, 0.0], c2.tolist())) == pytest.approx(
+        expected, rel=1e-10
+    )
+
+
+# --- augmentation and the discriminator ------------------------------------------------------------------------------
+
+
+def test_augmentations_are_seeded_differentiable_and_do_what_they_say() -> None:
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    policy = parse_policy("color,translation,cutout")
+    first = diff_augment(images, policy, torch.Generator().manual_seed(9))
+    again = diff_augment(images, policy, torch.Generator().manual_seed(9))
+    assert torch.equal(first, again) and first.shape == images.shape
+    first.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    ones = torch.ones(4, 3, 16, 16)
+    holes = (random_cutout(ones, torch.Generator().manual_seed(0)) == 0).all(1).flatten(1).sum(1)
+    assert holes.max() <= 64 and holes.min() >= 16  # an 8x8 square, clipped at the border
+    ramp = torch.arange(16.0).view(1, 1, 1, 16).expand(2, 3, 16, 16)
+    moved = random_translation(ramp, torch.Generator().manual_seed(5))
+    for row in moved[:, 0, 8]:  # a shifted ramp: consecutive values, zeros only where the image slid out
+        values = row[row != 0]
+        assert torch.equal(values.diff(), torch.ones(len(values) - 1)) and len(values) >= 13
+    assert parse_policy("") == ()
+
+
+@pytest.mark.parametrize("resolution", [16, 64, 256])
+def test_discriminator_shapes_and_projection(resolution: int) -> None:
+    config = DCGANDiscriminatorConfig(resolution=resolution, base_channels=4, num_classes=3, spectral_norm=True)
+    critic = DCGANDiscriminator(config).eval()
+    images = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
+    logits = critic(images, torch.eye(3)[[0, 1]])
+    assert logits.shape == (2,) and logits.dtype == torch.float32
+    other = critic(images, torch.eye(3)[[2, 2]])
+    assert not torch.allclose(logits, other)  # the projection term depends on the class
+    with pytest.raises(ValueError, match="class vector"):
+        critic(images)
+
+
+def test_push_to_hub_fails_clearly_offline(flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="not an exported model"):
+        push_to_hub(tmp_path, repo_id="me/my-gan")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUploadError, match="offline"):
+        push_to_hub(tmp_path, repo_id="me/my-gan")
