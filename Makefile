@@ -15,7 +15,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check studio tests benchmarks app.py
 
 bench: $(VENV)/.installed
-	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+	for script in benchmarks/bench_*.py; do echo "# $$script"; $(BIN)/python $$script || exit 1; done
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
