@@ -99,7 +99,7 @@ def _open(source: str | os.PathLike[str] | bytes | BinaryIO, name: str) -> Image
             f"{name} is not an image PIL can read; use JPEG, PNG, WebP, GIF, BMP or TIFF"
         ) from None
     except OSError as error:
-        raise ValueError(f"{name} could not be opened ({error})") from None
+        raise ValueError(f"{name} could not be opened ({error}); the file looks truncated or corrupt") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

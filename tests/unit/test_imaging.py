@@ -1,0 +1,250 @@
+"""Uploads of every kind -> upright 8-bit RGB; bad uploads -> ValueError saying what to do; tensor ranges."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from studio.imaging import (
+    load_image,
+    pil_to_unit,
+    signed_to_pil,
+    signed_to_uint8,
+    signed_to_unit,
+    unit_to_pil,
+    unit_to_signed,
+)
+
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def encode(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def gradient(width: int = 48, height: int = 32) -> Image.Image:
+    """RGB test card: red rises left to right, green top to bottom, blue constant."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], axis=-1).astype(np.uint8))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(int)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+# --- bad input: one test per kind -----------------------------------------------------------------------------------
+
+
+def test_a_text_file_is_not_an_image(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("this is a shopping list, not a picture\n")
+    with pytest.raises(ValueError, match="is not an image PIL can read; use JPEG, PNG"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+@pytest.mark.parametrize("where", ["headers", "pixels"])  # a JPEG cut in its headers already fails to open
+def test_a_truncated_file_is_refused(format: str, where: str) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(noise), format)
+    kept = 300 if where == "headers" else len(data) * 6 // 10
+    with pytest.raises(ValueError, match="upload could not be .*; the file looks truncated or corrupt"):
+        load_image(data[:kept], name="upload")
+
+
+def test_a_zero_size_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.touch()
+    with pytest.raises(ValueError, match="is an empty file"):
+        load_image(path)
+
+
+def test_empty_bytes_are_refused() -> None:
+    with pytest.raises(ValueError, match="upload is an empty file"):
+        load_image(b"", name="upload")
+
+
+def test_a_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not found"):
+        load_image(tmp_path / "nowhere.png")
+
+
+def test_a_decompression_bomb_is_refused_before_decoding() -> None:
+    # A valid PNG whose header claims 20000x20000 1-bit pixels, with a tiny (and short) compressed body.
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 1, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+    bomb += png_chunk(b"IDAT", zlib.compress(b"\x00" * 2501 * 16)) + png_chunk(b"IEND", b"")
+    assert len(bomb) < 200
+    with pytest.raises(ValueError, match="too large to decode safely"):
+        load_image(bomb)
+
+
+def test_many_megapixels_below_the_pil_bomb_limit_are_refused() -> None:
+    big = Image.new("1", (9000, 8000))  # 72 MP: under PIL's bomb warning, over the studio's limit
+    with pytest.raises(ValueError, match=r"9000x8000 \(72 megapixels\); the limit is 64 megapixels"):
+        load_image(encode(big, "PNG"), max_side=10_000)
+
+
+def test_a_side_above_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(gradient(100, 40), "PNG")
+    monkeypatch.setenv("STUDIO_MAX_SIDE", "64")
+    with pytest.raises(ValueError, match="is 100x40; the limit is 64 px per side. Downscale it or raise STUDIO_MAX"):
+        load_image(data)
+    assert load_image(data, max_side=100).size == (100, 40)
+    monkeypatch.setenv("STUDIO_MAX_SIDE", "big")
+    with pytest.raises(ValueError, match="STUDIO_MAX_SIDE must be a whole number"):
+        load_image(data)
+
+
+# --- good input -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("format", "tolerance"), [("PNG", 0), ("JPEG", 12), ("WEBP", 12)])
+def test_common_formats_load_as_rgb(format: str, tolerance: int) -> None:
+    card = gradient()
+    options = {"quality": 95} if format != "PNG" else {}
+    image = load_image(encode(card, format, **options))
+    assert image.mode == "RGB" and image.size == (48, 32)
+    assert np.abs(pixels(image) - pixels(card)).max() <= tolerance
+
+
+def test_every_way_of_passing_an_image(tmp_path: Path) -> None:
+    card = gradient()
+    path = tmp_path / "card.png"
+    card.save(path)
+    for source in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes()), Image.open(path)):
+        assert np.array_equal(pixels(load_image(source)), pixels(card))
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    image = load_image(data)
+    assert image.mode == "RGB" and image.size == (20, 10)
+    assert np.all(pixels(image) == (255, 0, 0))
+
+
+def test_rgba_is_composited_on_white() -> None:
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :4, 3] = 255  # left half opaque red, right half fully transparent
+    rgba[:, 4:, 3] = 0
+    image = load_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert image.mode == "RGB"
+    assert np.all(pixels(image)[:, :4] == (200, 0, 0))
+    assert np.all(pixels(image)[:, 4:] == (255, 255, 255))
+
+
+def test_greyscale_becomes_three_equal_channels() -> None:
+    grey = gradient().convert("L")
+    image = load_image(encode(grey, "PNG"))
+    assert image.mode == "RGB"
+    for channel in range(3):
+        assert np.array_equal(pixels(image)[..., channel], pixels(grey))
+
+
+def test_cmyk_jpeg_is_converted_to_rgb() -> None:
+    colours = Image.new("RGB", (32, 16), (220, 30, 40))
+    colours.paste((20, 60, 200), (16, 0, 32, 16))
+    image = load_image(encode(colours.convert("CMYK"), "JPEG", quality=95))
+    assert image.mode == "RGB" and image.size == (32, 16)
+    assert np.abs(pixels(image)[8, 4] - (220, 30, 40)).max() <= 12
+    assert np.abs(pixels(image)[8, 28] - (20, 60, 200)).max() <= 12
+
+
+def test_16_bit_png_is_scaled_to_8_bits() -> None:
+    levels = np.linspace(0, 65535, 256).round().astype(np.uint16)  # a full-range ramp
+    ramp = Image.frombytes("I;16", (256, 4), np.tile(levels, 4).astype("<u2").tobytes())
+    data = encode(ramp, "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    image = load_image(data)
+    assert image.mode == "RGB"
+    expected = np.round(levels / 65535 * 255)
+    assert np.array_equal(pixels(image)[0, :, 0], expected)
+    assert np.array_equal(pixels(image)[3, :, 2], expected)
+
+
+def test_dark_16_bit_png_stays_dark() -> None:
+    """A 16-bit image whose values all lie below 256 is nearly black, not a full-brightness 8-bit picture."""
+    dark = Image.frombytes("I;16", (4, 1), np.array([0, 100, 200, 255], dtype="<u2").tobytes())
+    image = load_image(encode(dark, "PNG"))
+    assert pixels(image)[0, :, 0].max() <= 1
+
+
+def test_exif_orientation_is_applied() -> None:
+    stored = Image.new("RGB", (40, 20), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 10, 10))  # red block at the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    image = load_image(encode(stored, "JPEG", exif=exif, quality=95))
+    assert image.size == (20, 40)
+    red = np.abs(pixels(image) - (255, 0, 0)).sum(axis=-1) < 60
+    assert red[2:8, 12:18].all() and not red[30:, :].any()  # now at the top-right
+
+
+def test_palette_with_transparency_is_composited_on_white() -> None:
+    palette_image = Image.new("P", (8, 4), 0)
+    palette_image.putpalette([0, 0, 255] + [0, 200, 0] + [0, 0, 0] * 254)
+    palette_image.paste(1, (4, 0, 8, 4))
+    data = encode(palette_image, "PNG", transparency=0)  # colour 0 (blue) is transparent
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    image = load_image(data)
+    assert np.all(pixels(image)[:, :4] == (255, 255, 255))
+    assert np.all(pixels(image)[:, 4:] == (0, 200, 0))
+
+
+def test_sample_photographs_load() -> None:
+    if not SAMPLES.is_dir():
+        pytest.skip(f"sample images not found at {SAMPLES}")
+    astronaut = load_image(SAMPLES / "content" / "astronaut.png")
+    rocket = load_image(SAMPLES / "content" / "rocket.jpg")
+    assert astronaut.mode == rocket.mode == "RGB"
+    assert min(astronaut.size) > 100 and min(rocket.size) > 100
+
+
+# --- tensors and ranges ---------------------------------------------------------------------------------------------
+
+
+def test_unit_round_trip_is_exact_on_8_bit_data() -> None:
+    # every 8-bit level, twice per channel, in random places
+    values = np.random.default_rng(0).permutation(np.tile(np.arange(256, dtype=np.uint8), 6)).reshape(16, 32, 3)
+    image = Image.fromarray(values)
+    unit = pil_to_unit(image)
+    assert unit.shape == (1, 3, 16, 32) and unit.dtype == torch.float32
+    assert unit.min() == 0 and unit.max() == 1
+    assert torch.equal(unit[0, :, 3, 5], torch.tensor(values[3, 5], dtype=torch.float32) / 255)
+    (back,) = unit_to_pil(unit)
+    assert np.array_equal(np.asarray(back), values)
+    (single,) = unit_to_pil(unit[0])  # (3, H, W) works too
+    assert np.array_equal(np.asarray(single), values)
+
+
+def test_unit_to_pil_clips_out_of_range_values() -> None:
+    (image,) = unit_to_pil(torch.tensor([-0.5, 0.5, 1.5]).view(1, 3, 1, 1))
+    assert tuple(pixels(image)[0, 0]) == (0, 128, 255)
+
+
+def test_signed_range_conversions() -> None:
+    signed = torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)
+    assert torch.equal(signed_to_unit(signed).flatten(), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(unit_to_signed(signed_to_unit(signed)), signed)
+    (image,) = signed_to_pil(signed)
+    assert tuple(pixels(image)[0, 0]) == (0, 128, 255)
+    assert signed_to_uint8(torch.zeros(2, 3, 4, 5)).shape == (2, 4, 5, 3)
+    assert signed_to_uint8(torch.full((1, 3, 1, 1), 7.0)).max() == 255  # clipped, no wrap-around
+    assert signed_to_uint8(torch.full((1, 3, 1, 1), -7.0)).max() == 0
