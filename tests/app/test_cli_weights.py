@@ -43,7 +43,7 @@ def table(output: str) -> dict[str, dict[str, str]]:
     starts = [header.index(column) for column in columns]
     rows = {}
     for line in lines[1:]:
-        cells = [line[start:end].strip() for start, end in zip(starts, [*starts[1:], None])]
+        cells = [line[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
         rows[cells[0]] = dict(zip(columns, cells, strict=True))
     return rows
 
