@@ -70,7 +70,9 @@ def load_image(source: ImageSource, *, max_side: int | None = None, name: str = 
         image.load()
         image = ImageOps.exif_transpose(image) or image
         return _to_rgb(image)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # corrupt data makes PIL raise OSError, SyntaxError, ValueError, TypeError, ...
         raise ValueError(f"{name} could not be decoded ({error}); the file looks truncated or corrupt") from None
 
 

@@ -66,6 +66,16 @@ def test_a_truncated_file_is_refused(format: str, where: str) -> None:
         load_image(data[:kept], name="upload")
 
 
+def test_a_corrupt_tiff_is_refused() -> None:
+    """PIL raises TypeError (not OSError) for a TIFF page without dimensions; it must still be a ValueError."""
+    pages = [Image.new("RGB", (8, 6), (1, 2, 3)), Image.new("RGB", (8, 6))]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    width_tag = data.rindex(struct.pack("<HHI", 256, 4, 1))  # ImageWidth entry of the second page's directory
+    corrupt = data[:width_tag] + struct.pack("<H", 0x7FFF) + data[width_tag + 2 :]
+    with pytest.raises(ValueError, match="upload could not be decoded .*; the file looks truncated or corrupt"):
+        load_image(corrupt, name="upload")
+
+
 def test_a_zero_size_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.touch()
