@@ -60,7 +60,8 @@ def hf_cache_dir() -> Path:
     """The standard Hugging Face hub cache, read from the environment at call time."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    hf_home = os.environ.get("HF_HOME") or str(Path(xdg_cache) / "huggingface")
     return Path(hf_home) / "hub"
 
 
@@ -125,7 +126,8 @@ def pinned(source: WeightSource) -> WeightSource:
     """The source with the revision and digest recorded on first use filled in where the registry has none."""
     pin = read_pins().get(_pin_key(source), {})
     if isinstance(source, HubFile):
-        return replace(source, revision=source.revision or pin.get("revision"), sha256=source.sha256 or pin.get("sha256"))
+        revision = source.revision or pin.get("revision")
+        return replace(source, revision=revision, sha256=source.sha256 or pin.get("sha256"))
     if isinstance(source, UrlFile):
         return replace(source, sha256=source.sha256 or pin.get("sha256"))
     return source
@@ -439,7 +441,7 @@ def discover_local_models(folder: Path | None = None) -> Iterator[ModelSpec]:
     for config_path in sorted(root.glob("*/config.json")):
         try:
             yield spec_from_export(config_path)
-        except (ValueError, KeyError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, OSError):  # one bad folder must not hide every other model
             continue
 
 
@@ -450,6 +452,8 @@ def builtin_names() -> set[str]:
 def spec_from_export(config_path: Path) -> ModelSpec:
     """Build a ModelSpec from an exported model folder (config.json + model.safetensors)."""
     meta = json.loads(config_path.read_text())
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise ValueError(f"{config_path} must hold a JSON object whose 'config' is an object")
     folder = config_path.parent
     checkpoints = [p for p in sorted(folder.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES]
     weight_file = folder / meta.get("weights", "model.safetensors")

@@ -419,12 +419,21 @@ def test_local_weights_folder_shows_up_and_loads(monkeypatch: pytest.MonkeyPatch
     config = {"architecture": "dcgan", "config": TINY, "classes": ["left", "right"], "sha256": sha256(data)}
     (folder / "config.json").write_text(json.dumps(config))
     (weights / "stray.pt").write_bytes(b"not part of a model")
-    (weights / "broken").mkdir()
-    (weights / "broken" / "config.json").write_text("{not json")
+    for broken, text in {
+        "not-json": "{not json",
+        "a-list": "[]",
+        "odd-config": '{"architecture": "dcgan", "config": 5}',
+    }.items():
+        (weights / broken).mkdir()
+        (weights / broken / "config.json").write_text(text)
+        (weights / broken / "model.safetensors").write_bytes(data)
+    (weights / "not-utf8").mkdir()
+    (weights / "not-utf8" / "config.json").write_bytes(b"\xff\xfe{")
     monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
 
     specs = {spec.name: spec for spec in Studio().models()}
-    assert "my-eyes" in specs and "omniart-eyes" in specs and "broken" not in specs
+    assert "my-eyes" in specs and "omniart-eyes" in specs  # broken folders are skipped, not fatal
+    assert not {"not-json", "a-list", "odd-config", "not-utf8"} & set(specs)
     assert specs["my-eyes"].classes == ("left", "right")
     assert specs["my-eyes"].sources == (LocalFile(str(folder / "model.safetensors"), sha256=sha256(data)),)
     module = Studio(device="cpu").load("my-eyes")
