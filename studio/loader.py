@@ -115,7 +115,20 @@ def convert_state_dict(key_format: str, state: StateDict, *, what: str) -> State
 
 
 def build_module(spec: ModelSpec) -> nn.Module:
-    """An untrained module of the spec's architecture, on CPU, float32."""
+    """An untrained module of the spec's architecture, on CPU, float32.
+
+    Raises ValueError when the spec's config does not fit its architecture (e.g. a hand-edited config.json).
+    """
+    try:
+        return _build_module(spec)
+    except TypeError as error:  # unknown or mistyped config keys
+        raise ValueError(
+            f"{spec.name}: the {spec.architecture} config {spec.config} does not fit ({error}); "
+            "check the model's config.json"
+        ) from None
+
+
+def _build_module(spec: ModelSpec) -> nn.Module:
     config = dict(spec.config)
     if spec.architecture == "dcgan":
         from studio.models.dcgan import DCGANConfig, DCGANGenerator

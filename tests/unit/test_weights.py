@@ -447,7 +447,14 @@ def test_local_weights_folder_shows_up_and_loads(monkeypatch: pytest.MonkeyPatch
     assert [spec.name for spec in discover_local_models(tmp_path / "nowhere")] == []
 
 
-def test_build_module_rejects_an_unknown_architecture() -> None:
+def test_build_module_rejects_an_unknown_architecture_or_config() -> None:
     spec = ModelSpec(name="odd", kind="generator", architecture="stylegan9", key_format="studio", sources=())
     with pytest.raises(ValueError, match="unknown architecture 'stylegan9'"):
         build_module(spec)
+    for config in ({**TINY, "colour": 3}, {**TINY, "z_dim": "8"}):
+        with pytest.raises(ValueError, match=r"odd: the dcgan config .* does not fit .*; check the model's config"):
+            build_module(
+                ModelSpec(
+                    name="odd", kind="generator", architecture="dcgan", key_format="studio", sources=(), config=config
+                )
+            )
