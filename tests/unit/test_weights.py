@@ -333,6 +333,17 @@ def test_url_pin_on_first_use_refuses_a_tampered_file(hub_server: HubServer) -> 
     assert path.read_bytes() == b"tampered"
 
 
+def test_progress_is_reported_for_hub_and_url_downloads(hub_server: HubServer) -> None:
+    data = bytes(range(256)) * 1200
+    hub_server.add_file(REPO, FILE, data)
+    url = hub_server.add_url("/releases/v0/decoder.pth", data)
+    for source in (HubFile(REPO, FILE), UrlFile(url)):
+        calls: list[tuple[int, int | None]] = []
+        resolve(source, what=NAME, progress=lambda done, total, calls=calls: calls.append((done, total)))
+        assert calls and calls[-1] == (len(data), len(data)), source
+        assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
 # --- strict and safe loading -----------------------------------------------------------------------------------------
 
 
