@@ -105,21 +105,23 @@ def _megabytes(size: int | None) -> str:
 
 
 def _weights_fetch(args: argparse.Namespace) -> int:
+    """Fetch every named model, report each, and exit non-zero if any could not be had."""
     from studio.api import Studio
     from studio.loader import resolve_weights
-    from studio.weights import sha256_of
+    from studio.weights import WeightsIntegrityError, WeightsUnavailable, resolve, sha256_of
 
     studio = Studio()
+    failures = 0
     for name in args.names:
-        spec = studio.spec(name)
-        if args.force:
-            from studio.weights import resolve
-
-            path = resolve(spec.sources[0], what=name, force=True)
-        else:
-            path = resolve_weights(spec, progress=None)
+        try:
+            spec = studio.spec(name)
+            path = resolve(spec.sources[0], what=name, force=True) if args.force else resolve_weights(spec)
+        except (ValueError, WeightsUnavailable, WeightsIntegrityError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
         print(f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {sha256_of(path)[:16]}...) verified")
-    return 0
+    return 2 if failures else 0
 
 
 def _generate(args: argparse.Namespace) -> int:
