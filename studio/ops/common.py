@@ -1,0 +1,80 @@
+"""Small pieces shared by the style-transfer ops: results, progress callbacks, cancellation, image digests."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from PIL import Image
+
+PreserveColor = Literal["none", "luminance", "histogram"]
+PRESERVE_COLOR_MODES: tuple[str, ...] = ("none", "luminance", "histogram")
+
+# on_step(step, total, loss) -> None | bool. `step` counts from 1; returning False stops the run early and the
+# result so far is returned (`StylizeResult.stopped_early`). Raising `Cancelled` aborts: it propagates to the caller.
+StepCallback = Callable[[int, int, float], "bool | None"]
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to abandon a run; the op lets it propagate and returns nothing."""
+
+
+@dataclass(frozen=True)
+class StylizeResult:
+    """A stylised picture and how it was made.
+
+    image: RGB PIL image. settings: the frozen settings object used (GatysSettings or AdaINSettings).
+    history: per-step losses for optimisation methods (empty for feed-forward AdaIN).
+    seconds: wall-clock time of the call. steps: objective evaluations actually run.
+    stopped_early: True when the callback returned False before the last step.
+    """
+
+    image: Image.Image
+    settings: Any
+    seconds: float
+    history: tuple[dict[str, float], ...] = ()
+    steps: int = 0
+    stopped_early: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def image_digest(image: Image.Image) -> str:
+    """A content hash of a PIL image (mode, size and pixels): a cache key that survives re-uploads of one file."""
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    hasher.update(image.tobytes())
+    return hasher.hexdigest()
+
+
+def normalise_weights(weights: Sequence[float] | None, count: int, *, what: str) -> tuple[float, ...]:
+    """Blend weights for `count` items, scaled to sum to 1 ([2, 2] -> (0.5, 0.5)); None means equal weights."""
+    if count < 1:
+        raise ValueError(f"give at least one {what}")
+    if weights is None:
+        return tuple(1.0 / count for _ in range(count))
+    values = [float(w) for w in weights]
+    if len(values) != count:
+        raise ValueError(f"got {len(values)} {what} weights for {count} {what}s; give one weight per {what}")
+    if any(not (w >= 0.0) for w in values):  # also catches NaN
+        raise ValueError(f"{what} weights must be zero or positive, got {values}")
+    total = sum(values)
+    if total <= 0.0:
+        raise ValueError(f"{what} weights sum to zero; give at least one a positive weight")
+    return tuple(w / total for w in values)
+
+
+def check_preserve_color(mode: str) -> None:
+    if mode not in PRESERVE_COLOR_MODES:
+        raise ValueError(f"preserve_color must be one of {PRESERVE_COLOR_MODES}, got {mode!r}")
+
+
+def check_output_side(size: int, limit: int, *, what: str = "output size") -> None:
+    """ValueError when a requested side is not a positive number of pixels or is above the configured limit."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+        raise ValueError(f"{what} must be a whole number of pixels, at least 16, got {size!r}")
+    if size > limit:
+        raise ValueError(
+            f"{what} {size} px is above the limit of {limit} px per side; lower it or raise STUDIO_MAX_SIDE"
+        )
