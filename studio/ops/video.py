@@ -482,7 +482,8 @@ def render_walk(
 
     latents: (F, D), one row per output frame (e.g. from `keyframe_path` or `noise_loop`), on the device the
     generator runs on. labels: None, (F, C) class vectors parallel to the latents (`label_path`), or (C,) for one
-    class throughout. synthesize: (B, D) latents [, (B, C) labels] -> (B, 3, H, W) float in [-1, 1].
+    class throughout; moved to the latents' device.
+    synthesize: (B, D) latents [, (B, C) labels] -> (B, 3, H, W) float in [-1, 1].
     latent_transform: applied to each (B, D) batch before synthesis (truncation, direction offsets).
     frame_transform: applied to each (B, 3, H, W) batch of images in [-1, 1] after synthesis (e.g. AdaIN).
     on_progress(done, total): after each batch; returning False cancels. Cancelling (or `Cancelled`/any error
@@ -499,6 +500,7 @@ def render_walk(
             labels = labels.unsqueeze(0).expand(total, -1)
         if labels.dim() != 2 or labels.shape[0] != total:
             raise ValueError(f"labels must be (C,) or ({total}, C) to match the latents, got {tuple(labels.shape)}")
+        labels = labels.to(latents.device)
     writer = VideoWriter(out, fps=fps, format=format, size=size, upscale=upscale, crf=crf)
     seconds_generating = 0.0
     with writer, torch.inference_mode():
