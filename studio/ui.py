@@ -65,7 +65,7 @@ CSS = """
 #studio-header h1 { margin-bottom: 0.1em; }
 #studio-header p { margin-top: 0; opacity: 0.8; }
 .studio-info { min-height: 1.5em; }
-#generate-gallery { min-height: 420px; }
+#models-table table, #models-table td, #models-table th { font-family: var(--font); }
 footer { opacity: 0.7; }
 """
 
@@ -329,15 +329,20 @@ class StudioUI:
 
     # Generate tab
 
-    def select_model(self, name: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
-        """Show the class menu only for conditional models; fetch the model's weights if needed."""
+    def describe_model(self, name: str) -> tuple[Any, str]:
+        """Show the class menu only for conditional models, and what the model is."""
+        spec = self.studio.spec(name)
+        classes = list(spec.classes)
+        class_update = gr.update(visible=bool(classes), choices=classes, value=classes[0] if classes else None)
+        return class_update, self.model_summary(spec)
+
+    def select_model(self, name: str, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
+        """Load a generator, fetching its weights with a progress bar if needed; returns its summary."""
         spec = self.studio.spec(name)
         if spec.kind != "generator":
             raise ValueError(f"{name} is a {spec.kind}, not an image generator")
-        classes = list(spec.classes)
-        class_update = gr.update(visible=bool(classes), choices=classes, value=classes[0] if classes else None)
         self.ensure_weights(name, progress)
-        return class_update, self.model_summary(spec)
+        return self.model_summary(spec)
 
     def generate(
         self,
@@ -383,9 +388,9 @@ class StudioUI:
 
     @staticmethod
     def keyframe_choices(state: dict | None) -> Any:
-        """The keyframe picker offers the seeds on show, all ticked when there are several."""
+        """The keyframe picker offers the seeds on show, the first four ticked when there are several."""
         seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
-        return gr.update(choices=seeds, value=seeds if len(seeds) > 1 else [])
+        return gr.update(choices=seeds, value=seeds[:4] if len(seeds) > 1 else [])
 
     def _save_generation(self, result: GenerationResult) -> list[Path]:
         paths = []
@@ -498,17 +503,10 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         model = gr.Dropdown(generators, value=default_model, label="Model", interactive=True)
                         model_info = gr.Markdown(ui.model_summary(default_spec), elem_classes="studio-info")
                         with gr.Row(equal_height=True):
-                            seed = gr.Number(value=DEFAULT_SEED, label="Seed", step=1, scale=4)
-                            dice = gr.Button("🎲 Random", scale=1, min_width=90, elem_id="dice")
-                        batch = gr.Slider(1, MAX_UI_BATCH, value=4, step=1, label="Batch", info="seed, seed+1, …")
-                        psi = gr.Slider(
-                            0.0,
-                            1.5,
-                            value=1.0,
-                            step=0.05,
-                            label="Truncation ψ",
-                            info="lower: closer to the average artwork; higher: more unusual",
-                            elem_id="psi",
+                            seed = gr.Number(value=DEFAULT_SEED, label="Seed", step=1, scale=3, elem_id="seed")
+                            dice = gr.Button("🎲 Random seed", scale=2, min_width=120, elem_id="dice")
+                        batch = gr.Slider(
+                            1, MAX_UI_BATCH, value=MAX_UI_BATCH, step=1, label="Batch", info="seed, seed+1, …"
                         )
                         class_name = gr.Dropdown(
                             list(default_spec.classes),
@@ -518,30 +516,21 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             visible=bool(default_spec.classes),
                             interactive=True,
                         )
-                        with gr.Accordion("Latent directions", open=True):
-                            gr.Markdown(
-                                "Principal directions of the generator's latent space (GANSpace), strongest first. "
-                                "Images update when you let go of a slider.",
-                                elem_classes="studio-info",
-                            )
-                            directions = [
-                                gr.Slider(
-                                    -DIRECTION_RANGE,
-                                    DIRECTION_RANGE,
-                                    value=0.0,
-                                    step=0.25,
-                                    label=f"Direction {index + 1}",
-                                    elem_id=f"direction-{index + 1}",
-                                )
-                                for index in range(DIRECTION_SLIDERS)
-                            ]
-                            reset_directions = gr.Button("Reset directions", size="sm", variant="secondary")
+                        psi = gr.Slider(
+                            0.0,
+                            1.5,
+                            value=1.0,
+                            step=0.05,
+                            label="Truncation ψ",
+                            info="lower: closer to the average artwork; higher: more unusual",
+                            elem_id="psi",
+                        )
                         generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                     with gr.Column(scale=3, min_width=360):
                         gallery = gr.Gallery(
                             label="Artworks",
                             columns=4,
-                            height=440,
+                            height=400,
                             object_fit="contain",
                             preview=False,
                             elem_id="generate-gallery",
@@ -552,14 +541,40 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             label="Summary", elem_classes="studio-info", elem_id="generate-info"
                         )
                         with gr.Row():
-                            download_png = gr.DownloadButton("⬇ PNG with settings", variant="secondary", size="sm")
-                            to_stylize = gr.Button("Send to Stylize →", size="sm")
-                            to_walk = gr.Button("Walk through the ticked seeds →", size="sm")
+                            download_png = gr.DownloadButton(
+                                "⬇ PNG with settings", variant="secondary", size="sm", elem_id="download-png"
+                            )
+                            to_stylize = gr.Button("Send to Stylize →", size="sm", elem_id="to-stylize")
+                            to_walk = gr.Button("Walk through the ticked seeds →", size="sm", elem_id="to-walk")
                         keyframes = gr.CheckboxGroup(
-                            [], label="Keyframes for a latent walk", info="tick the seeds to walk through, in order"
+                            [],
+                            label="Keyframes for a latent walk",
+                            info="click a picture to select it for download or Stylize; tick seeds for a walk",
+                            elem_id="keyframes",
                         )
-                        with gr.Accordion("Recreate from a studio PNG", open=False):
-                            recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
+                with gr.Accordion("Latent directions", open=True):
+                    gr.Markdown(
+                        "Principal directions of the generator's latent space (GANSpace), strongest first. "
+                        "The pictures update when you let go of a slider.",
+                        elem_classes="studio-info",
+                    )
+                    with gr.Row():
+                        directions = [
+                            gr.Slider(
+                                -DIRECTION_RANGE,
+                                DIRECTION_RANGE,
+                                value=0.0,
+                                step=0.25,
+                                label=f"Direction {index + 1}",
+                                elem_id=f"direction-{index + 1}",
+                                min_width=160,
+                                buttons=[],
+                            )
+                            for index in range(DIRECTION_SLIDERS)
+                        ]
+                    reset_directions = gr.Button("Reset directions", size="sm", variant="secondary")
+                with gr.Accordion("Recreate from a studio PNG", open=False):
+                    recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
                 generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
 
             with gr.Tab("Models", id="models"):
@@ -570,17 +585,20 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 )
                 models_table = gr.Dataframe(
                     ui.models_table(),
+                    elem_id="models-table",
+                    max_height=720,
                     headers=["model", "kind", "weights", "what", "licence"],
                     interactive=False,
                     wrap=True,
                     column_widths=["16%", "10%", "10%", "44%", "20%"],
                 )
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=False):
                     fetch_name = gr.Dropdown(
                         [spec.name for spec in ui.studio.models()], label="Model", value=None, scale=3
                     )
-                    fetch_button = gr.Button("Fetch and verify weights", scale=1)
-                    refresh_button = gr.Button("Refresh", scale=1, variant="secondary")
+                    with gr.Column(scale=2, min_width=200):
+                        fetch_button = gr.Button("Fetch and verify weights", variant="primary")
+                        refresh_button = gr.Button("Refresh the list", variant="secondary", size="sm")
                 fetch_info = gr.Markdown()
                 with gr.Accordion("Credits and licences", open=False):
                     gr.Markdown(ui.credits())
@@ -627,10 +645,18 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             api_visibility="private",
         )
         generate_on(reset.then, "generate_reset")
-        chosen = model.input(
-            _friendly_errors(ui.select_model),
+        described = model.select(
+            ui.describe_model,
             model,
             [class_name, model_info],
+            api_name="describe_model",
+            queue=False,
+            api_visibility="private",
+        )
+        chosen = described.then(
+            _friendly_errors(ui.select_model),
+            model,
+            model_info,
             api_name="select_model",
             concurrency_id="weights",
             concurrency_limit=CONCURRENCY["weights"],

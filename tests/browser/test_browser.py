@@ -1,0 +1,135 @@
+"""The app in a real browser: headless Chromium clicks, drags and watches, like a visitor would.
+
+Screenshots of every tab go to test-artifacts/ (git-ignored). `STUDIO_UPDATE_SCREENSHOT=1` also refreshes
+docs/screenshot.png, the Generate tab shown in the README.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from studio.api import read_png_settings
+from tests.browser.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+GALLERY_IMAGES = "#generate-gallery img"
+
+
+def _summary(page) -> str:
+    return page.locator("#generate-info").inner_text()
+
+
+def _first_image_src(page) -> str:
+    return page.locator(GALLERY_IMAGES).first.get_attribute("src") or ""
+
+
+def _assert_no_error_toast(page) -> None:
+    toasts = page.locator(".toast-body.error, [data-testid='toast-body'].error")
+    assert toasts.count() == 0, toasts.all_inner_texts()
+    assert not page.studio_errors, page.studio_errors
+
+
+def _drag_slider(page, elem_id: str, fraction: float) -> None:
+    """Press the mouse on the slider's thumb and drag it to `fraction` of the track (release fires on pointer up)."""
+    track = page.locator(f"#{elem_id} input[type=range]")
+    box = track.bounding_box()
+    assert box is not None
+    value = float(track.input_value())
+    low, high = float(track.get_attribute("min")), float(track.get_attribute("max"))
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * (value - low) / (high - low), y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * fraction, y, steps=8)
+    page.mouse.up()
+
+
+def test_page_loads_with_artworks(page) -> None:
+    page.wait_for_selector(GALLERY_IMAGES)  # generated on load
+    assert page.title() == "GAN Art Studio"
+    for tab in ("Generate", "Models"):
+        assert page.get_by_role("tab", name=tab).is_visible()
+    _assert_no_error_toast(page)
+
+
+def test_generate_button_renders_the_seed_asked_for(page) -> None:
+    page.locator("#seed input").fill("123")
+    page.locator("#generate-button").click()
+    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('seeds 123, 124')")
+    images = page.locator(GALLERY_IMAGES)
+    assert images.count() == 8
+    captions = page.locator("#generate-gallery").inner_text()
+    assert "seed 123" in captions and "seed 130" in captions
+    _assert_no_error_toast(page)
+    page.wait_for_timeout(300)  # let the thumbnails paint
+    page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
+    if os.environ.get("STUDIO_UPDATE_SCREENSHOT") == "1":
+        _save_docs_screenshot(page.screenshot(full_page=True))
+
+
+def _save_docs_screenshot(png: bytes) -> None:
+    """The README picture: a palette PNG keeps it well under 300 KB."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        DOCS_SCREENSHOT, optimize=True
+    )
+    assert DOCS_SCREENSHOT.stat().st_size < 300_000
+
+
+def test_moving_the_truncation_slider_rerenders(page) -> None:
+    before = _first_image_src(page)
+    _drag_slider(page, "psi", 0.2)  # psi 1.0 -> 0.3
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('#generate-gallery img');"
+        " return img && img.getAttribute('src') !== before; }",
+        arg=before,
+    )
+    page.wait_for_function("() => /ψ 0\\.[0-9]/.test(document.querySelector('#generate-info').innerText)")
+    psi = float(re.search(r"ψ ([0-9.]+)", _summary(page)).group(1))
+    assert 0.2 <= psi <= 0.4
+    assert "seeds 123" in _summary(page)  # same seeds, new truncation
+    _assert_no_error_toast(page)
+
+
+def test_moving_a_direction_slider_rerenders(page) -> None:
+    before = _first_image_src(page)
+    _drag_slider(page, "direction-1", 0.9)  # 0 -> about +4
+    page.wait_for_function(
+        "(before) => document.querySelector('#generate-gallery img')?.getAttribute('src') !== before", arg=before
+    )
+    page.wait_for_function("() => document.querySelector('#generate-info').innerText.includes('directions 1:')")
+    _assert_no_error_toast(page)
+
+
+def test_download_is_the_png_with_its_settings(page, tmp_path: Path) -> None:
+    page.locator(GALLERY_IMAGES).nth(2).click()  # select the third picture (seed 125)
+    page.keyboard.press("Escape")  # leave the preview if the gallery opened one
+    with page.expect_download() as download:
+        page.locator("#download-png").click()
+    saved = tmp_path / "download.png"
+    download.value.save_as(saved)
+    settings = read_png_settings(saved)
+    assert settings.model == "omniart-eyes" and settings.seeds == (125,)
+    assert 0.2 <= settings.psi <= 0.4 and settings.directions.get(0, 0) > 2
+
+
+def test_models_tab_lists_models_and_credits(page) -> None:
+    page.get_by_role("tab", name="Models").click()
+    table = page.locator("#models-table")
+    table.wait_for()
+    text = table.inner_text()
+    for name in ("omniart-eyes", "vgg19-caffe", "wikiart-cubism", "adain-decoder"):
+        assert name in text
+    page.get_by_text("Credits and licences").click()
+    page.get_by_text("Woman with a Hat").first.wait_for()
+    _assert_no_error_toast(page)
+    page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+    page.get_by_role("tab", name="Generate").click()
