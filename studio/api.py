@@ -29,7 +29,6 @@ from studio.weights import (
 )
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor, nn
 
     from studio.ops.directions import LatentDirections
@@ -37,7 +36,9 @@ if TYPE_CHECKING:
 MAX_SEED = 2**32 - 1
 PSI_RANGE = (0.0, 1.5)
 DIRECTION_AMOUNT_LIMIT = 10.0
+MAX_WALK_FRAMES = 3600
 METADATA_KEY = "gan-art-studio"
+
 
 def _max_batch_from_env() -> int:
     raw = os.environ.get("STUDIO_MAX_BATCH", "64")
@@ -45,6 +46,7 @@ def _max_batch_from_env() -> int:
         return max(1, int(raw))
     except ValueError:
         raise ValueError(f"STUDIO_MAX_BATCH must be a whole number, got {raw!r}") from None
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -72,6 +74,7 @@ class GenerationSettings:
             size=data.get("size"),
         )
 
+
 @dataclass(frozen=True)
 class GenerationResult:
     """`images[i]` was made from `seeds[i]`; `latents` (N, z_dim) on CPU are the seeds' latents moved by the
@@ -95,12 +98,29 @@ class GenerationResult:
         save_png_with_settings(image, path, settings)
         return path
 
+
+@dataclass(frozen=True)
+class WalkResult:
+    """A rendered latent walk: the finished file, the (frames, z_dim) latents used (CPU) and timings."""
+
+    path: Path
+    latents: Any  # torch.Tensor
+    frames: int
+    fps: float
+    width: int
+    height: int
+    seconds: float
+    seconds_encoding: float
+    settings: dict[str, Any]
+
+
 def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationSettings) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text(METADATA_KEY, settings.to_json())
     info.add_text("Software", "GAN Art Studio")
     info.add_text("Description", f"{settings.model} seeds={list(settings.seeds)} psi={settings.psi}")
     image.save(path, format="PNG", pnginfo=info)
+
 
 def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> GenerationSettings:
     """The generation settings stored in a PNG written by the studio."""
@@ -110,6 +130,7 @@ def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> Ge
         raise ValueError("this image has no GAN Art Studio settings (it was not generated here, or was re-saved)")
     return GenerationSettings.from_json(text)
 
+
 def default_device() -> str:
     """STUDIO_DEVICE if set, else CUDA when available, else CPU. Probes CUDA only when first called."""
     configured = os.environ.get("STUDIO_DEVICE")
@@ -118,6 +139,7 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
 
 class Studio:
     """Generate, stylize and walk. Thread-safe for concurrent requests (model loading is serialised)."""
@@ -207,9 +229,7 @@ class Studio:
 
             latents = apply_directions(latents, self.directions(model), amounts)
         labels = generation.one_hot(label_index, len(spec.classes), count=len(chosen)) if spec.classes else None
-        images = generation.synthesize(
-            generator, latents, labels=labels, psi=psi, seeds=chosen, device=self.device
-        )
+        images = generation.synthesize(generator, latents, labels=labels, psi=psi, seeds=chosen, device=self.device)
         pil_images = imaging.signed_to_pil(images)
         if size is not None:
             pil_images = [image.resize((size, size), Image.Resampling.LANCZOS) for image in pil_images]
@@ -272,6 +292,166 @@ class Studio:
             self._directions[key] = found
             return found
 
+    # --- walk -------------------------------------------------------------------------------------------------
+
+    def walk(
+        self,
+        *,
+        model: str = DEFAULT_GENERATOR,
+        seeds: Sequence[int] = (0, 1, 2),
+        frames: int = 120,
+        fps: float = 30,
+        loop: bool = True,
+        easing: str = "spline",
+        path: str = "keyframes",
+        spread: float = 1.0,
+        psi: float = 1.0,
+        class_name: str | Sequence[str] | None = None,
+        directions: Mapping[int, float] | None = None,
+        format: str | None = None,
+        size: int | None = None,
+        style: imaging.ImageSource | None = None,
+        style_strength: float = 1.0,
+        out: str | os.PathLike[str] | None = None,
+        on_progress: Callable[[int, int], bool | None] | None = None,
+    ) -> WalkResult:
+        """Render a latent walk to MP4 / GIF / WebM / PNG zip and return the file.
+
+        path="keyframes": through the seeds' latents (slerp with `easing`: "spline" | "linear" | "ease-in-out"),
+        back to the first when `loop`; path="noise-loop": a circular walk seeded by seeds[0] (`spread` 0..1 =
+        how far it wanders from that seed's image). `frames` is the number of frames in the file. `class_name`
+        may name one class per keyframe for conditional models. `style`: an image to stylize every frame with
+        (AdaIN, style features computed once). `on_progress(done, total)` returning False cancels (`Cancelled`),
+        leaving no file behind.
+        """
+        import tempfile
+
+        from studio.ops import generation, interpolation, video
+
+        spec = self.spec(model)
+        if spec.kind != "generator":
+            raise ValueError(f"{model} is a {spec.kind}, not an image generator")
+        keyframe_seeds = tuple(_check_seed(seed) for seed in seeds)
+        if not keyframe_seeds:
+            raise ValueError("give at least one keyframe seed")
+        if path == "keyframes" and len(keyframe_seeds) < 2 and not loop:
+            raise ValueError("a walk needs at least two keyframe seeds (or one seed with path='noise-loop')")
+        frames = _check_whole(frames, "frames", 2, MAX_WALK_FRAMES)
+        fps = _check_number(fps, "fps", 1, 60)
+        psi = _check_psi(psi)
+        amounts = _check_directions(directions)
+        if size is not None:
+            size = _check_output_size(size)
+        generator = self.load(model)
+        if path == "keyframes":
+            keys = generation.seeded_latents(keyframe_seeds, z_dim=generator.z_dim)
+            if len(keyframe_seeds) == 1:  # a loop on one seed: orbit it
+                latents = interpolation.noise_loop(
+                    frames=frames, dim=generator.z_dim, seed=keyframe_seeds[0], spread=0.35, center=keys[0]
+                )
+            else:
+                latents = interpolation.keyframe_path(keys, frames=frames, loop=loop, easing=easing)
+        elif path == "noise-loop":
+            center = generation.seeded_latents(keyframe_seeds[:1], z_dim=generator.z_dim)[0]
+            latents = interpolation.noise_loop(
+                frames=frames,
+                dim=generator.z_dim,
+                seed=keyframe_seeds[0],
+                spread=_check_number(spread, "spread", 0.01, 1.0),
+                center=center,
+            )
+        else:
+            raise ValueError(f"path must be 'keyframes' or 'noise-loop', got {path!r}")
+        if amounts:
+            from studio.ops.directions import apply_directions
+
+            latents = apply_directions(latents, self.directions(model), amounts)
+        labels = self._walk_labels(
+            spec, class_name, keyframe_count=len(keyframe_seeds), frames=frames, loop=loop, easing=easing, path=path
+        )
+        noise_seeds = [keyframe_seeds[0]]  # one noise pattern for the whole walk: injected noise must not flicker
+
+        def synthesize(z: Tensor, y: Tensor | None = None) -> Tensor:
+            return generation.synthesize(
+                generator, z, labels=y, psi=psi, seeds=noise_seeds * z.shape[0], device=self.device
+            )
+
+        frame_transform = None
+        if style is not None:
+            frame_transform = self._walk_stylizer(style, strength=style_strength)
+        if out is None:
+            suffix = {"mp4": ".mp4", "gif": ".gif", "webm": ".webm", "zip": ".zip"}.get(format or "mp4", ".mp4")
+            out = (
+                Path(tempfile.mkdtemp(prefix="studio-walk-"))
+                / f"walk-{model}-{'-'.join(map(str, keyframe_seeds))}{suffix}"
+            )
+        rendered = video.render_walk(
+            latents,
+            synthesize=synthesize,
+            out=out,
+            labels=labels,
+            fps=fps,
+            format=format,
+            size=size,
+            frame_transform=frame_transform,
+            on_progress=on_progress,
+        )
+        settings = {
+            "model": model,
+            "seeds": list(keyframe_seeds),
+            "frames": frames,
+            "fps": fps,
+            "loop": loop,
+            "easing": easing,
+            "path": path,
+            "psi": psi,
+            "class_name": class_name,
+            "directions": amounts,
+            "format": rendered.format,
+            "size": size,
+            "styled": style is not None,
+        }
+        return WalkResult(
+            path=rendered.path,
+            latents=latents,
+            frames=rendered.frames,
+            fps=rendered.fps,
+            width=rendered.width,
+            height=rendered.height,
+            seconds=rendered.seconds_generating + rendered.seconds_encoding,
+            seconds_encoding=rendered.seconds_encoding,
+            settings=settings,
+        )
+
+    def _walk_labels(
+        self,
+        spec: ModelSpec,
+        class_name: str | Sequence[str] | None,
+        *,
+        keyframe_count: int,
+        frames: int,
+        loop: bool,
+        easing: str,
+        path: str,
+    ) -> Tensor | None:
+        if not spec.classes:
+            if class_name not in (None, "") and class_name != []:
+                raise ValueError(f"{spec.name} is not class-conditional; leave the class empty")
+            return None
+        import torch
+
+        from studio.ops import generation, interpolation
+
+        if class_name is None or isinstance(class_name, str):
+            return generation.one_hot(self._class_index(spec, class_name), len(spec.classes), count=1)[0]
+        names = list(class_name)
+        if path != "keyframes" or len(names) != keyframe_count:
+            raise ValueError(f"give one class per keyframe ({keyframe_count}), or a single class, got {len(names)}")
+        keys = torch.stack(
+            [generation.one_hot(self._class_index(spec, n), len(spec.classes), count=1)[0] for n in names]
+        )
+        return interpolation.label_path(keys, frames=frames, loop=loop, easing=easing)
+
     # --- helpers ----------------------------------------------------------------------------------------------
 
     def _choose_seeds(self, *, seed: int | None, seeds: Sequence[int] | None, batch: int) -> tuple[int, ...]:
@@ -286,7 +466,9 @@ class Studio:
             start = secrets.randbelow(MAX_SEED + 1) if seed is None else _check_seed(seed)
             chosen = tuple((start + offset) % (MAX_SEED + 1) for offset in range(batch))
         if len(chosen) > limit:
-            raise ValueError(f"batch of {len(chosen)} is above the limit of {limit}; lower it or raise STUDIO_MAX_BATCH")
+            raise ValueError(
+                f"batch of {len(chosen)} is above the limit of {limit}; lower it or raise STUDIO_MAX_BATCH"
+            )
         return chosen
 
     @staticmethod
@@ -301,6 +483,25 @@ class Studio:
             raise ValueError(f"{spec.name} has no class {class_name!r}; choose one of {', '.join(spec.classes)}")
         return spec.classes.index(class_name)
 
+
+def _check_whole(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+    return int(value)
+
+
+def _check_number(value: Any, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number between {low} and {high}, got {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+    return number
+
+
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not float(seed).is_integer():
         raise ValueError(f"seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}")
@@ -308,6 +509,7 @@ def _check_seed(seed: Any) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
     return seed
+
 
 def _check_psi(psi: Any) -> float:
     try:
@@ -317,6 +519,7 @@ def _check_psi(psi: Any) -> float:
     if not math.isfinite(value) or not PSI_RANGE[0] <= value <= PSI_RANGE[1]:
         raise ValueError(f"psi must be between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {psi!r}")
     return value
+
 
 def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float]:
     checked: dict[int, float] = {}
@@ -331,10 +534,12 @@ def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float
             checked[int(index)] = value
     return checked
 
+
 def _check_output_size(size: Any) -> int:
     limit = imaging.max_side_from_env()
     if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= limit:
         raise ValueError(f"output size must be a whole number of pixels between 16 and {limit}, got {size!r}")
     return size
+
 
 ProgressFn = Callable[[float, str], None]

@@ -1,4 +1,4 @@
-"""`python -m studio ...`: generate | stylize | walk | train | weights. Argument parsing only; work happens in Studio."""
+"""`python -m studio ...`: generate | stylize | walk | train | weights. Parsing only; the work happens in Studio."""
 
 from __future__ import annotations
 
@@ -52,6 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, default=Path("out.png"), help="PNG path (a grid for batches)")
     generate.add_argument("--separate", action="store_true", help="also save each image as OUT-<seed>.png")
     generate.set_defaults(handler=_generate)
+
+    walk = commands.add_parser("walk", help="render a latent walk to MP4, GIF, WebM or a PNG zip")
+    walk.add_argument("--model", default=DEFAULT_GENERATOR)
+    walk.add_argument("--seeds", type=_int_list, default=[3, 14, 15], help="keyframe seeds, e.g. 3,14,15")
+    walk.add_argument("--frames", type=int, default=120, help="number of frames in the file")
+    walk.add_argument("--fps", type=float, default=30)
+    walk.add_argument("--loop", action="store_true", help="flow from the last keyframe back to the first")
+    walk.add_argument("--easing", default="spline", choices=["spline", "linear", "ease-in-out"])
+    walk.add_argument("--noise-loop", action="store_true", help="a circular walk around the first seed instead")
+    walk.add_argument("--spread", type=float, default=1.0, help="noise loop radius 0..1")
+    walk.add_argument("--psi", type=float, default=1.0)
+    walk.add_argument("--class", dest="class_name", default=None, help="class, or one per keyframe: blue,green,red")
+    walk.add_argument("--direction", action="append", default=[], metavar="INDEX=AMOUNT")
+    walk.add_argument("--size", type=int, default=None, help="output side in pixels (upscaled with Lanczos)")
+    walk.add_argument("--style", type=Path, default=None, help="stylize every frame with this image (AdaIN)")
+    walk.add_argument("--out", type=Path, default=Path("walk.mp4"), help=".mp4, .gif, .webm or .zip")
+    walk.set_defaults(handler=_walk)
     return parser
 
 
@@ -94,7 +111,7 @@ def _weights_list(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
     for path in unrecognised_local_files():
         print(f"note: {path} is not listed: put it in a folder with a config.json (see weights/README.md)")
     return 0
@@ -122,6 +139,41 @@ def _weights_fetch(args: argparse.Namespace) -> int:
             continue
         print(f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {sha256_of(path)[:16]}...) verified")
     return 2 if failures else 0
+
+
+def _walk(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from studio.api import Studio
+
+    classes = args.class_name.split(",") if args.class_name and "," in args.class_name else args.class_name
+    with tqdm(total=args.frames, unit="frame", desc="walk") as bar:
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        result = Studio().walk(
+            model=args.model,
+            seeds=args.seeds,
+            frames=args.frames,
+            fps=args.fps,
+            loop=args.loop,
+            easing=args.easing,
+            path="noise-loop" if args.noise_loop else "keyframes",
+            spread=args.spread,
+            psi=args.psi,
+            class_name=classes,
+            directions=_directions(args.direction),
+            size=args.size,
+            style=args.style,
+            out=args.out,
+            on_progress=on_progress,
+        )
+    print(
+        f"{result.path}: {result.frames} frames {result.width}x{result.height} at {result.fps:g} fps "
+        f"({result.seconds:.1f} s, {100 * result.seconds_encoding / max(result.seconds, 1e-9):.0f}% encoding)"
+    )
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -1,0 +1,103 @@
+"""Studio.walk with the real offline eye DCGAN: keyframes equal Generate's images, files decode, cancel is clean."""
+
+from __future__ import annotations
+
+import zipfile
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio import Studio
+from studio.cli import main as cli_main
+from studio.ops.common import Cancelled
+
+
+@pytest.fixture(scope="module")
+def studio() -> Studio:
+    return Studio(device="cpu")
+
+
+def zip_frames(path) -> list[np.ndarray]:
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(archive.namelist())
+        return [np.asarray(Image.open(archive.open(name)).convert("RGB")) for name in names]
+
+
+def test_keyframes_land_exactly_on_the_generated_images(studio: Studio, tmp_path) -> None:
+    result = studio.walk(
+        model="omniart-eyes", seeds=[3, 14, 15], frames=12, loop=True, class_name="blue", out=tmp_path / "w.zip"
+    )
+    frames = zip_frames(result.path)
+    assert len(frames) == result.frames == 12
+    for index, seed in zip((0, 4, 8), (3, 14, 15), strict=True):
+        generated = np.asarray(studio.generate(model="omniart-eyes", seed=seed, class_name="blue").images[0])
+        assert np.array_equal(frames[index], generated), f"frame {index} should be seed {seed}'s image"
+    # in-between frames are new images, not copies of the keyframes
+    assert np.abs(frames[2].astype(int) - frames[0].astype(int)).mean() > 2
+
+
+def test_mp4_plays_in_browsers_and_has_the_requested_frames(studio: Studio, tmp_path) -> None:
+    result = studio.walk(model="omniart-eyes", seeds=[1, 2], frames=24, fps=24, loop=False, out=tmp_path / "w.mp4")
+    with av.open(str(result.path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert stream.average_rate == 24
+        assert sum(1 for _ in container.decode(stream)) == 24
+    assert (result.width, result.height) == (128, 128)
+
+
+def test_walks_are_deterministic_and_loops_close(studio: Studio, tmp_path) -> None:
+    first = studio.walk(model="omniart-eyes", seeds=[5, 6], frames=8, loop=True, out=tmp_path / "a.zip")
+    second = studio.walk(model="omniart-eyes", seeds=[5, 6], frames=8, loop=True, out=tmp_path / "b.zip")
+    assert all(np.array_equal(a, b) for a, b in zip(zip_frames(first.path), zip_frames(second.path), strict=True))
+    steps = (first.latents[1:] - first.latents[:-1]).norm(dim=1)
+    closing_step = (first.latents[0] - first.latents[-1]).norm()
+    assert closing_step < 2 * steps.max(), "the last frame flows into the first like any other step"
+
+
+def test_class_per_keyframe_and_noise_loop(studio: Studio, tmp_path) -> None:
+    classes = studio.walk(
+        model="omniart-eyes", seeds=[1, 2], frames=6, loop=False, class_name=["blue", "brown"], out=tmp_path / "c.zip"
+    )
+    first, last = zip_frames(classes.path)[0], zip_frames(classes.path)[-1]
+    blue = np.asarray(studio.generate(model="omniart-eyes", seed=1, class_name="blue").images[0])
+    assert np.array_equal(first, blue)
+    assert last.shape == (128, 128, 3)
+    orbit = studio.walk(model="omniart-eyes", seeds=[9], frames=10, path="noise-loop", spread=0.3, out=tmp_path / "n.gif")
+    with Image.open(orbit.path) as gif:
+        assert gif.n_frames == 10
+
+
+def test_cancelling_leaves_no_file(studio: Studio, tmp_path) -> None:
+    out = tmp_path / "cancelled.mp4"
+    with pytest.raises(Cancelled):
+        studio.walk(model="omniart-eyes", seeds=[1, 2], frames=48, out=out, on_progress=lambda done, total: False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"frames": 1}, "frames must be between"),
+        ({"frames": 10**6}, "frames must be between"),
+        ({"fps": float("nan")}, "fps must be between"),
+        ({"seeds": []}, "at least one keyframe seed"),
+        ({"seeds": [1], "loop": False}, "at least two keyframe seeds"),
+        ({"easing": "bouncy"}, "easing"),
+        ({"class_name": ["blue"]}, "one class per keyframe"),
+        ({"path": "zigzag"}, "path must be"),
+    ],
+)
+def test_bad_walk_settings_are_refused(studio: Studio, tmp_path, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        studio.walk(**{"model": "omniart-eyes", "seeds": [1, 2], "frames": 4, "out": tmp_path / "x.mp4", **kwargs})
+
+
+def test_cli_walk_writes_the_number_of_frames_asked_for(tmp_path) -> None:
+    out = tmp_path / "walk.gif"
+    assert cli_main(["walk", "--seeds", "3,14,15", "--frames", "9", "--fps", "10", "--loop", "--out", str(out)]) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == 9
