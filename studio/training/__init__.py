@@ -30,7 +30,24 @@ _EXPORTS = {
     "feature_stats": "metrics",
     "frechet_distance": "metrics",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ExportResult",
+    "FeatureStats",
+    "HubUploadError",
+    "ImageFolder",
+    "MetricUnavailable",
+    "QualityMeter",
+    "SkippedFile",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainResult",
+    "export_generator",
+    "feature_stats",
+    "frechet_distance",
+    "make_train_config",
+    "push_to_hub",
+    "train",
+]
 
 if TYPE_CHECKING:
     from studio.training.dataset import ImageFolder, SkippedFile

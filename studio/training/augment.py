@@ -71,8 +71,8 @@ _FUNCTIONS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {
 
 
 def parse_policy(policy: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    """ "color,translation,cutout" (or a tuple, or ""/None for none) -> validated tuple of augmentation names."""
-    if not policy:
+    """Validated augmentation names from "color,translation,cutout" (or a tuple; "", "none" or None: none)."""
+    if not policy or policy == "none":
         return ()
     names = tuple(part.strip() for part in policy.split(",")) if isinstance(policy, str) else tuple(policy)
     names = tuple(name for name in names if name)

@@ -104,6 +104,8 @@ class TrainConfig:
     log_every: int = 10  # steps between progress updates (losses are read from the device only then)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "out", Path(self.out))
         checks = [
             (
                 self.size >= 8 and not self.size & (self.size - 1) and self.size <= 1024,
@@ -242,8 +244,12 @@ class _Run:
 def _make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
+    # Several processes without CUDA (torchrun / accelerate launch on a CPU box): Accelerate only forms the gloo
+    # group when asked for the CPU, otherwise each process would train alone.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = config.cpu or (launched and not torch.cuda.is_available())
     # Precision is handled here (bf16 autocast on CUDA), so Accelerate's own autocast stays off.
-    return Accelerator(cpu=config.cpu, mixed_precision="no")
+    return Accelerator(cpu=cpu, mixed_precision="no")
 
 
 def _build_run(config: TrainConfig, data: ImageFolder, accelerator) -> _Run:
@@ -584,7 +590,7 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
                         {
                             **{k: f"{v:.3f}" for k, v in losses.items() if k in ("d", "g")},
                             "img/s": f"{speed:.0f}",
-                            **{k: f"{v:.1f}" for k, v in (scores or {}).items()},
+                            **{k: f"{v:.4g}" for k, v in (scores or {}).items()},
                         }
                     )
                     if on_progress is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,6 +214,22 @@ def test_interrupt_checkpoints_and_exports(flat_folder: Path, tmp_path: Path) ->
     assert torch.load(result.checkpoint / "state.pt", weights_only=True)["step"] == 3
     assert result.export is not None and result.export.weights.is_file()
     assert json.loads(result.export.config.read_text())["training"]["stopped_by"] == "interrupt"
+
+
+def test_ctrl_c_finishes_the_step_then_checkpoints_and_exports(flat_folder: Path, tmp_path: Path) -> None:
+    carried_on = []
+
+    def press_ctrl_c(progress) -> None:
+        if progress.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends
+            carried_on.append(True)  # train()'s handler only notes the request: no KeyboardInterrupt mid-step
+
+    config = make_train_config(data=flat_folder, out=tmp_path / "out", steps=1000, log_every=1, **TINY)
+    result = train(config, on_progress=press_ctrl_c)
+    assert result.interrupted and result.step == 2 and carried_on == [True]
+    assert torch.load(result.checkpoint / "state.pt", weights_only=True)["step"] == 2
+    assert result.export is not None and result.export.weights.is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
 def test_time_budget_stops_the_run(flat_folder: Path, tmp_path: Path) -> None:
