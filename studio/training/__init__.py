@@ -13,10 +13,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "TrainConfig": "trainer",
-    "TrainProgress": "trainer",
-    "TrainResult": "trainer",
-    "make_train_config": "trainer",
+    "TrainConfig": "config",
+    "TrainProgress": "config",
+    "TrainResult": "config",
+    "make_train_config": "config",
     "train": "trainer",
     "ImageFolder": "dataset",
     "SkippedFile": "dataset",
@@ -50,10 +50,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from studio.training.config import TrainConfig, TrainProgress, TrainResult, make_train_config
     from studio.training.dataset import ImageFolder, SkippedFile
     from studio.training.export import ExportResult, HubUploadError, export_generator, push_to_hub
     from studio.training.metrics import FeatureStats, MetricUnavailable, QualityMeter, feature_stats, frechet_distance
-    from studio.training.trainer import TrainConfig, TrainProgress, TrainResult, make_train_config, train
+    from studio.training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

@@ -7,16 +7,14 @@ its own batches from its own seeded generators; the main process samples, measur
 Per step: D sees DiffAugment-ed real and generated images (+ gradient penalty / R1), then G is updated through the
 same augmentation, then the EMA generator follows G. On CUDA the forward passes run under bf16 autocast with
 channels-last tensors; on CPU everything stays float32, and a resumed run repeats the straight run bit for bit.
-Sample grids, metrics and exports live in sampling.py, metrics.py and export.py.
+Settings and results live in config.py; sample grids, metrics and exports in sampling.py, metrics.py and export.py.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -39,10 +37,10 @@ from studio.models.dcgan import (
 )
 from studio.training import checkpoint as ckpt
 from studio.training.augment import diff_augment, parse_policy
-from studio.training.dataset import CROPS, EpochSampler, ImageFolder, SkippedFile
-from studio.training.export import ExportResult, export_generator
+from studio.training.config import RESUME_KEYS, TrainConfig, TrainProgress, TrainResult, make_train_config
+from studio.training.dataset import EpochSampler, ImageFolder
+from studio.training.export import export_generator
 from studio.training.losses import (
-    LOSSES,
     discriminator_loss,
     ema_decay_at,
     ema_update,
@@ -50,162 +48,12 @@ from studio.training.losses import (
     gradient_penalty,
     r1_penalty,
 )
-from studio.training.metrics import FID_MODES, QualityMeter
+from studio.training.metrics import QualityMeter
 from studio.training.sampling import fixed_latents, generate, sample_grid, with_standing_stats
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "no")
-D_NORMS = ("auto", "batch", "none")
-# Checkpoint settings that must match to resume (the rest, e.g. steps, budgets or sampling, may change).
-RESUME_KEYS = ("size", "z_dim", "g_channels", "d_channels", "loss", "d_norm", "spectral_norm", "batch_size")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on. `steps` is the total to reach (a resumed run continues to it)."""
-
-    data: Path
-    out: Path
-    name: str
-    size: int = 64  # training resolution: 16 (tests), 32, 64, 128 or 256
-    steps: int = 10_000
-    time_budget_s: float | None = None  # stop (checkpoint + export) after this much wall time in this invocation
-    batch_size: int = 64  # per process
-    z_dim: int = 100
-    g_channels: int = 64  # generator channels at the last hidden block (DCGANConfig.base_channels)
-    d_channels: int = 64  # discriminator channels at the first block
-    loss: str = "bce"  # "bce" (non-saturating) | "hinge" | "wgan-gp"
-    gp_weight: float = 10.0  # WGAN-GP lambda
-    r1_gamma: float = 0.0  # R1 penalty weight (gamma/2 * E||grad D(x)||^2 on reals); 0 = off
-    d_norm: str = "auto"  # "batch" | "none" | "auto" (none for wgan-gp or spectral norm, else batch)
-    spectral_norm: bool = False
-    augment: str = "color,translation,cutout"  # DiffAugment policy; "" for none
-    crop: str = "random"  # "random" | "center"
-    flip: bool = True
-    conditional: bool | None = None  # None: classes when the data folder has >= 2 class subfolders
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    d_steps: int = 1  # discriminator updates per generator update
-    ema_decay: float = 0.999
-    seed: int = 0
-    sample_every: int = 500  # steps between sample grids; 0 = only at the end
-    checkpoint_every: int = 1000  # steps between checkpoints (each also measures quality); 0 = only at the end
-    sample_count: int = 64
-    metric_samples: int = 256  # images per side for the Fréchet distances; 0 = no metrics
-    fid: str = "auto"  # "auto" (only with cached Inception weights) | "download" | "off"
-    resume: bool = True  # continue from <out>/checkpoints/last when it exists
-    mixed_precision: str = "auto"  # "auto" = bf16 autocast on CUDA, float32 elsewhere | "bf16" | "no"
-    channels_last: bool | None = None  # None = on CUDA only
-    cpu: bool = False  # train on the CPU even when a GPU is there
-    progress_bar: bool = True
-    log_every: int = 10  # steps between progress updates (losses are read from the device only then)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "data", Path(self.data))
-        object.__setattr__(self, "out", Path(self.out))
-        checks = [
-            (
-                self.size >= 8 and not self.size & (self.size - 1) and self.size <= 1024,
-                f"size must be a power of two between 8 and 1024 (16, 32, 64, 128, 256), got {self.size}",
-            ),
-            (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (self.time_budget_s is None or self.time_budget_s > 0, "time budget must be positive seconds"),
-            (self.batch_size >= 2, f"batch size must be at least 2 (BatchNorm needs it), got {self.batch_size}"),
-            (self.z_dim >= 1 and self.g_channels >= 1 and self.d_channels >= 1, "z_dim and channels must be >= 1"),
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
-            (self.d_norm in D_NORMS, f"d_norm must be one of {D_NORMS}, got {self.d_norm!r}"),
-            (self.crop in CROPS, f"crop must be one of {CROPS}, got {self.crop!r}"),
-            (self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive"),
-            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)"),
-            (self.d_steps >= 1, f"d_steps must be at least 1, got {self.d_steps}"),
-            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
-            (self.gp_weight >= 0 and self.r1_gamma >= 0, "penalty weights must be >= 0"),
-            (self.sample_every >= 0 and self.checkpoint_every >= 0, "sample/checkpoint intervals must be >= 0"),
-            (self.sample_count >= 1, "sample_count must be at least 1"),
-            (self.metric_samples == 0 or self.metric_samples >= 2, "metric_samples must be 0 (off) or >= 2"),
-            (self.fid in FID_MODES, f"fid must be one of {FID_MODES}, got {self.fid!r}"),
-            (self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}"),
-            (self.log_every >= 1, "log_every must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        parse_policy(self.augment)
-
-    @property
-    def discriminator_norm(self) -> str:
-        if self.d_norm != "auto":
-            return self.d_norm
-        return "none" if self.loss == "wgan-gp" or self.spectral_norm else "batch"
-
-    def settings(self) -> dict[str, Any]:
-        """JSON-ready copy of the settings (paths as strings)."""
-        return {
-            key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()
-        }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "my-gan"
-
-
-def make_train_config(
-    *, data: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, name: str | None = None, **options: Any
-) -> TrainConfig:
-    """TrainConfig from CLI-style keyword arguments; options that are None keep their defaults.
-
-    name defaults to the out folder's name, else the data folder's (slugified); out defaults to `weights/<name>`
-    (STUDIO_WEIGHTS_DIR respected).
-    Unknown options raise ValueError naming the known ones.
-    """
-    from studio.weights import local_weights_dir
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "out", "name"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
-    data_path = Path(data).expanduser()
-    slug = _slug(name or (Path(out).expanduser().resolve().name if out else data_path.resolve().name))
-    out_path = Path(out).expanduser() if out else local_weights_dir() / slug
-    return TrainConfig(data=data_path, out=out_path, name=slug, **{k: v for k, v in options.items() if v is not None})
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    """What `on_progress` receives every `log_every` steps and whenever a sample grid or metrics are new."""
-
-    step: int
-    total_steps: int
-    losses: dict[str, float]
-    images_per_second: float
-    elapsed_s: float
-    sample: Path | None = None
-    metrics: dict[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out_dir: Path
-    export: ExportResult | None  # None on non-main processes
-    step: int  # steps done in total (this run and those it resumed)
-    stopped_by: str  # "steps" | "time" | "interrupt"
-    images_per_second: float  # training throughput of this invocation, all processes together
-    losses: dict[str, float]
-    metrics: tuple[dict[str, float], ...]  # one entry per checkpoint: {"step", "vgg_fd", ["fid"]}
-    metrics_unavailable: dict[str, str]
-    samples: tuple[Path, ...]
-    checkpoint: Path | None
-    classes: tuple[str, ...]
-    images: int  # readable training images
-    skipped: tuple[SkippedFile, ...]
-    resumed_from: int = 0
-
-    @property
-    def interrupted(self) -> bool:
-        return self.stopped_by == "interrupt"
+__all__ = ["TrainConfig", "TrainProgress", "TrainResult", "make_train_config", "train"]
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
@@ -286,19 +134,19 @@ def _build_run(config: TrainConfig, data: ImageFolder, accelerator) -> _Run:
         "augment": torch.Generator().manual_seed(rank_seed + 2),
     }
     return _Run(
-        config,
-        accelerator,
-        data,
-        generator,
-        discriminator,
-        ema,
-        opt_g,
-        opt_d,
-        sampler,
-        rngs,
-        parse_policy(config.augment),
-        use_bf16,
-        memory_format,
+        config=config,
+        accelerator=accelerator,
+        data=data,
+        generator=generator,
+        discriminator=discriminator,
+        ema=ema,
+        opt_g=opt_g,
+        opt_d=opt_d,
+        sampler=sampler,
+        rngs=rngs,
+        policy=parse_policy(config.augment),
+        use_bf16=use_bf16,
+        memory_format=memory_format,
     )
 
 
@@ -384,13 +232,11 @@ def _save(run: _Run) -> Path | None:
             "ema": run.ema.state_dict(),
             "opt_g": run.opt_g.state_dict(),
             "opt_d": run.opt_d.state_dict(),
-            "sampler": run.sampler.state_dict(),
             "history": run.history,
             "settings": run.config.settings(),
             "classes": list(run.data.classes),
         }
-    rng = ckpt.capture_rng(run.rngs)
-    rng["sampler"] = run.sampler.state_dict()
+    rng = {**ckpt.capture_rng(run.rngs), "sampler": run.sampler.state_dict()}  # per process: data orders differ
     ckpt.save_checkpoint(run.config.out, state=state, rng=rng, rank=accelerator.process_index)
     accelerator.wait_for_everyone()
     folder = ckpt.commit_checkpoint(run.config.out) if accelerator.is_main_process else None
