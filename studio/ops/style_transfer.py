@@ -1,0 +1,521 @@
+"""Neural style transfer by optimisation (Gatys, Ecker & Bethge 2016), with coarse-to-fine refinement.
+
+The picture is optimised so that its VGG19 activations match the content image's at the content layers and its Gram
+matrices match the style images' at the style layers, plus a small total-variation term. Losses are relative
+(squared error divided by the target's squared norm), so one set of weights suits every VGG weight set.
+
+Coarse-to-fine (`GatysSettings.scales > 1`): the picture is first optimised at 1/2^k of the output size and each
+result, upsampled, starts the next finer level; the full-resolution steps then only refine detail.
+
+Shapes and ranges: images are RGB (N, 3, H, W) float32 in [0, 1] on the VGG's device; features (N, C, h, w);
+Gram matrices (N, C, C).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from studio.imaging import ImageSource, load_image, max_side_from_env, pil_to_unit, resize_long_side, unit_to_pil
+from studio.models.vgg import TAP_NAMES
+from studio.ops.color import grey, match_color, match_luminance, transfer_luminance
+from studio.ops.common import (
+    Cancelled,
+    PreserveColor,
+    StepCallback,
+    StylizeResult,
+    check_output_side,
+    check_preserve_color,
+    image_digest,
+    normalise_weights,
+)
+
+__all__ = [
+    "Cancelled",
+    "GatysSettings",
+    "StyleTargetCache",
+    "StylizeResult",
+    "content_loss",
+    "evaluate_gatys_loss",
+    "gram_matrix",
+    "level_sizes",
+    "style_loss",
+    "stylize_gatys",
+    "total_variation",
+]
+
+LayerWeights = tuple[tuple[str, float], ...]
+
+# Gatys et al.: content at conv4_2 (we take its ReLU), style at the first layer of each block, equal weights.
+DEFAULT_CONTENT_LAYERS: LayerWeights = (("relu4_2", 1.0),)
+DEFAULT_STYLE_LAYERS: LayerWeights = (
+    ("relu1_1", 1.0),
+    ("relu2_1", 1.0),
+    ("relu3_1", 1.0),
+    ("relu4_1", 1.0),
+    ("relu5_1", 1.0),
+)
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise")
+# The coarsest level keeps at least this many pixels on its long side (relu5_1 is 1/16 of the input).
+MIN_LEVEL_SIDE = 64
+
+
+@dataclass(frozen=True)
+class GatysSettings:
+    """Everything that decides a Gatys rendering.
+
+    size: long side of the output (px). steps: objective evaluations (one forward + backward each) at full size.
+    scales: coarse-to-fine levels (1 = single scale); each coarser level halves the size and runs `coarse_steps`.
+    content_weight / style_weight / tv_weight: weights of the relative content loss, the relative Gram loss and the
+    total variation (mean squared neighbour difference of the [0, 1] picture). Layer weights are normalised to sum 1.
+    style_scale: style images are resized to `style_scale * size` on their long side (bigger = bigger brush strokes).
+    style_weights: blend of several styles (normalised; None = equal). learning_rate: Adam only (pixels in [0, 1]).
+    init: start from the content picture or from seeded noise. preserve_color: "none", "luminance" (transfer on luma,
+    keep the content's chroma) or "histogram" (recolour the styles to the content's colour statistics first).
+    """
+
+    size: int = 512
+    steps: int = 300
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: float = 0.02
+    content_weight: float = 1.0
+    style_weight: float = 100.0
+    tv_weight: float = 10.0
+    content_layers: LayerWeights = DEFAULT_CONTENT_LAYERS
+    style_layers: LayerWeights = DEFAULT_STYLE_LAYERS
+    init: Literal["content", "noise"] = "content"
+    seed: int = 0
+    scales: int = 1
+    coarse_steps: int = 100
+    style_scale: float = 1.0
+    preserve_color: PreserveColor = "none"
+    style_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        check_preserve_color(self.preserve_color)
+        if not isinstance(self.size, int) or self.size < 16:
+            raise ValueError(f"size must be a whole number of pixels, at least 16, got {self.size!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.scales < 1:
+            raise ValueError(f"scales must be at least 1 (1 = single scale), got {self.scales}")
+        if self.scales > 1 and self.coarse_steps < 1:
+            raise ValueError(f"coarse_steps must be at least 1 when scales > 1, got {self.coarse_steps}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not (self.learning_rate > 0.0):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not (0.05 <= self.style_scale <= 4.0):
+            raise ValueError(f"style_scale must be between 0.05 and 4, got {self.style_scale}")
+        for what, layers in (("content_layers", self.content_layers), ("style_layers", self.style_layers)):
+            _check_layers(layers, what)
+        if self.style_weights is not None:
+            normalise_weights(self.style_weights, len(self.style_weights), what="style")
+
+
+def _check_layers(layers: LayerWeights, what: str) -> None:
+    if not layers:
+        raise ValueError(f"{what} is empty; name at least one VGG layer")
+    for item in layers:
+        if len(item) != 2:
+            raise ValueError(f"{what} must be (layer, weight) pairs, got {item!r}")
+        name, weight = item
+        if name not in TAP_NAMES:
+            raise ValueError(f"{what}: unknown layer {name!r}; choose from {', '.join(TAP_NAMES)}")
+        if not (weight >= 0.0):
+            raise ValueError(f"{what}: weight of {name} must be >= 0, got {weight}")
+    if sum(weight for _, weight in layers) <= 0.0:
+        raise ValueError(f"{what}: the layer weights sum to zero")
+
+
+# --- the maths ------------------------------------------------------------------------------------------------------
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, C): channel co-activations averaged over positions, F F^T / (H W)."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+
+
+def _relative_error(value: Tensor, target: Tensor) -> Tensor:
+    """||value - target||^2 / ||target||^2, per batch item -> (N,)."""
+    dims = tuple(range(1, value.dim()))
+    return (value - target).pow(2).sum(dim=dims) / target.pow(2).sum(dim=dims).clamp_min(1e-8)
+
+
+def content_loss(features: Tensor, target: Tensor) -> Tensor:
+    """Relative squared error of activations (N, C, H, W) against the content's -> (N,)."""
+    return _relative_error(features, target)
+
+
+def style_loss(gram: Tensor, target: Tensor) -> Tensor:
+    """Relative squared error of Gram matrices (N, C, C) against the style's (1 or N, C, C) -> (N,)."""
+    return _relative_error(gram, target.expand_as(gram))
+
+
+def total_variation(images: Tensor) -> Tensor:
+    """Mean squared difference of vertical and horizontal neighbours of (N, 3, H, W) pictures -> (N,)."""
+    dy = (images[:, :, 1:, :] - images[:, :, :-1, :]).pow(2).mean(dim=(1, 2, 3))
+    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).pow(2).mean(dim=(1, 2, 3))
+    return dy + dx
+
+
+# --- style targets, computed once ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    encoder: weakref.ReferenceType
+    grams: dict[str, Tensor]
+
+
+class StyleTargetCache:
+    """LRU of style Gram matrices keyed by (VGG, style image digest, size, layers, colour variant, device).
+
+    Owned by a caller (the Studio keeps one); `hits` and `misses` count look-ups. Entries hold a weak reference to the
+    VGG they came from, so a freed VGG's entries are never served to a new one.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(self, vgg: nn.Module, key: Hashable) -> dict[str, Tensor] | None:
+        full_key = (id(vgg), key)
+        entry = self._entries.get(full_key)
+        if entry is None or entry.encoder() is not vgg:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(full_key)
+        self.hits += 1
+        return entry.grams
+
+    def put(self, vgg: nn.Module, key: Hashable, grams: dict[str, Tensor]) -> None:
+        full_key = (id(vgg), key)
+        self._entries[full_key] = _Entry(weakref.ref(vgg), grams)
+        self._entries.move_to_end(full_key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+# --- preparing inputs ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Inputs:
+    content: Image.Image
+    styles: list[Image.Image]
+    content_digest: str
+    style_digests: list[str]
+    style_weights: tuple[float, ...]
+
+
+def _load_inputs(
+    content: ImageSource, styles: Sequence[ImageSource], style_weights: Sequence[float] | None
+) -> _Inputs:
+    if isinstance(styles, (str, bytes, Image.Image)) or not isinstance(styles, Sequence):
+        styles = [styles]  # type: ignore[list-item]
+    if len(styles) == 0:
+        raise ValueError("give at least one style image")
+    content_image = load_image(content, name="content image")
+    style_images = [load_image(style, name=f"style image {i + 1}") for i, style in enumerate(styles)]
+    return _Inputs(
+        content=content_image,
+        styles=style_images,
+        content_digest=image_digest(content_image),
+        style_digests=[image_digest(style) for style in style_images],
+        style_weights=normalise_weights(style_weights, len(style_images), what="style"),
+    )
+
+
+def level_sizes(size: int, scales: int, *, min_side: int = MIN_LEVEL_SIDE) -> list[int]:
+    """Long sides of the coarse-to-fine levels, coarsest first, ending with `size`; levels below `min_side` dropped."""
+    sizes = [max(1, round(size / 2**k)) for k in range(scales - 1, -1, -1)]
+    return [s for s in sizes[:-1] if s >= min_side] + [size]
+
+
+def _normalised(layers: LayerWeights) -> dict[str, float]:
+    total = sum(weight for _, weight in layers)
+    merged: dict[str, float] = {}
+    for name, weight in layers:
+        merged[name] = merged.get(name, 0.0) + weight / total
+    return {name: weight for name, weight in merged.items() if weight > 0.0}
+
+
+class _Objective:
+    """The Gatys loss at one size: content activations and blended style Grams fixed, picture free."""
+
+    def __init__(
+        self,
+        *,
+        vgg: nn.Module,
+        settings: GatysSettings,
+        inputs: _Inputs,
+        long_side: int,
+        cache: StyleTargetCache | None,
+    ) -> None:
+        self.vgg = vgg
+        self.settings = settings
+        parameter = next(vgg.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.content_layers = _normalised(settings.content_layers)
+        self.style_layers = _normalised(settings.style_layers)
+        self.taps = sorted(set(self.content_layers) | set(self.style_layers), key=TAP_NAMES.index)
+        self.content_rgb = pil_to_unit(resize_long_side(inputs.content, long_side), device=self.device)
+        self.content_input = grey(self.content_rgb) if settings.preserve_color == "luminance" else self.content_rgb
+        self.content_targets: dict[str, Tensor] = {}
+        if self.content_layers and settings.content_weight > 0.0:
+            with torch.no_grad():
+                found = vgg(self.content_input, self.content_layers.keys())
+            self.content_targets = {name: found[name].detach() for name in self.content_layers}
+        self.style_targets: dict[str, Tensor] = {}
+        if settings.style_weight > 0.0:
+            style_side = max(16, round(long_side * settings.style_scale))
+            blended: dict[str, Tensor] = {}
+            for style, digest, weight in zip(inputs.styles, inputs.style_digests, inputs.style_weights, strict=True):
+                if weight == 0.0:
+                    continue
+                grams = self._style_grams(style, digest, style_side, inputs.content_digest, cache)
+                for name, gram in grams.items():
+                    blended[name] = blended[name] + weight * gram if name in blended else weight * gram
+            self.style_targets = blended
+
+    def _style_grams(
+        self, style: Image.Image, digest: str, side: int, content_digest: str, cache: StyleTargetCache | None
+    ) -> dict[str, Tensor]:
+        variant = self.settings.preserve_color
+        layers = tuple(sorted(self.style_layers, key=TAP_NAMES.index))
+        key = (digest, side, layers, variant, content_digest if variant != "none" else "", str(self.device))
+        if cache is not None:
+            found = cache.get(self.vgg, key)
+            if found is not None:
+                return found
+        picture = pil_to_unit(resize_long_side(style, side), device=self.device)
+        if variant == "luminance":
+            picture = match_luminance(picture, self.content_rgb)
+        elif variant == "histogram":
+            picture = match_color(picture, self.content_rgb)
+        with torch.no_grad():
+            features = self.vgg(picture, layers)
+        grams = {name: gram_matrix(features[name]).detach() for name in layers}
+        if cache is not None:
+            cache.put(self.vgg, key, grams)
+        return grams
+
+    def __call__(self, picture: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """picture (1, 3, H, W) -> (scalar loss with grad, {"content", "style", "tv", "loss"} as floats)."""
+        s = self.settings
+        features = self.vgg(picture, self.taps)
+        zero = picture.new_zeros(())
+        content = sum(
+            (
+                w * content_loss(features[n], self.content_targets[n]).sum()
+                for n, w in self.content_layers.items()
+                if n in self.content_targets
+            ),
+            zero,
+        )
+        style = sum(
+            (
+                w * style_loss(gram_matrix(features[n]), self.style_targets[n]).sum()
+                for n, w in self.style_layers.items()
+                if n in self.style_targets
+            ),
+            zero,
+        )
+        tv = total_variation(picture).sum() if s.tv_weight > 0.0 else zero
+        loss = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
+        parts = {
+            "content": float((s.content_weight * content).detach()),
+            "style": float((s.style_weight * style).detach()),
+            "tv": float((s.tv_weight * tv).detach()),
+            "loss": float((loss).detach()),
+        }
+        return loss, parts
+
+
+# --- optimisation ----------------------------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+def _optimise(
+    picture: Tensor,
+    objective: _Objective,
+    *,
+    steps: int,
+    settings: GatysSettings,
+    on_eval,
+) -> Tensor:
+    """Run `steps` evaluations from `picture`; return the evaluated picture with the lowest loss (detached)."""
+    x = picture.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    if settings.optimizer == "lbfgs":
+        # One evaluation and one update per .step(); the state (curvature history) carries across calls.
+        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
+            [x], lr=1.0, max_iter=1, history_size=50, tolerance_grad=0.0, tolerance_change=0.0
+        )
+    else:
+        optimizer = torch.optim.Adam([x], lr=settings.learning_rate)
+    best = {"loss": math.inf, "picture": x.detach().clone()}
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts = objective(x)
+        loss.backward()
+        if parts["loss"] < best["loss"]:
+            best["loss"] = parts["loss"]
+            best["picture"] = x.detach().clone()
+        if on_eval(parts) is False:
+            raise _Stop
+        return loss
+
+    with torch.enable_grad():
+        try:
+            for _ in range(steps):
+                optimizer.step(closure)
+        except _Stop:
+            pass
+    return best["picture"]
+
+
+def stylize_gatys(
+    *,
+    content: ImageSource,
+    styles: Sequence[ImageSource] | ImageSource,
+    vgg: nn.Module,
+    settings: GatysSettings = GatysSettings(),
+    on_step: StepCallback | None = None,
+    cache: StyleTargetCache | None = None,
+) -> StylizeResult:
+    """Optimise a picture with the content of `content` and the style of `styles` (blended by settings.style_weights).
+
+    vgg: a float32 VGG19Features (any preprocessing) on the device to work on; it is not modified.
+    on_step(step, total, loss): called after every objective evaluation, `total` counting all levels; return False
+    to stop early (the best picture so far is returned) or raise `Cancelled` to abort.
+    cache: a StyleTargetCache to reuse style Grams across calls.
+    Returns StylizeResult(image (RGB, long side `settings.size`), settings, seconds, history, steps, stopped_early);
+    history has one {"step", "size", "loss", "content", "style", "tv"} per evaluation.
+    Raises ValueError for unreadable images, sizes above STUDIO_MAX_SIDE or a non-float32 VGG.
+    """
+    started = time.perf_counter()
+    limit = max_side_from_env()
+    check_output_side(settings.size, limit)
+    check_output_side(max(16, round(settings.size * settings.style_scale)), limit, what="style size")
+    parameter = next(vgg.parameters(), None)
+    if parameter is None or parameter.dtype != torch.float32:
+        raise ValueError("Gatys style transfer needs a float32 VGG; load it without half precision")
+    inputs = _load_inputs(content, styles, settings.style_weights)
+    if settings.style_weights is not None and len(settings.style_weights) != len(inputs.styles):
+        raise ValueError(
+            f"settings.style_weights has {len(settings.style_weights)} weights for {len(inputs.styles)} style images"
+        )
+
+    sizes = level_sizes(settings.size, settings.scales)
+    plan = [settings.coarse_steps] * (len(sizes) - 1) + [settings.steps]
+    total = sum(plan)
+    history: list[dict[str, float]] = []
+    picture: Tensor | None = None
+    stopped = False
+    for side, steps in zip(sizes, plan, strict=True):
+        objective = _Objective(vgg=vgg, settings=settings, inputs=inputs, long_side=side, cache=cache)
+        height, width = objective.content_input.shape[-2:]
+        if picture is None:
+            if settings.init == "content":
+                picture = objective.content_input.clone()
+            else:
+                generator = torch.Generator().manual_seed(settings.seed)
+                noise = torch.rand((1, 3, height, width), generator=generator)
+                picture = noise.to(objective.device)
+                if settings.preserve_color == "luminance":
+                    picture = grey(picture)
+        else:
+            picture = F.interpolate(picture, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+
+        def on_eval(parts: dict[str, float], side: int = side) -> bool | None:
+            history.append({"step": float(len(history) + 1), "size": float(side), **parts})
+            if on_step is not None:
+                return on_step(len(history), total, parts["loss"])
+            return None
+
+        before = len(history)
+        picture = _optimise(picture, objective, steps=steps, settings=settings, on_eval=on_eval)
+        if len(history) - before < steps:
+            stopped = True
+            break
+
+    assert picture is not None
+    content_rgb = pil_to_unit(resize_long_side(inputs.content, settings.size), device=picture.device)
+    final = picture.clamp(0, 1)
+    if final.shape[-2:] != content_rgb.shape[-2:]:  # stopped during a coarse level
+        final = F.interpolate(final, size=content_rgb.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+    if settings.preserve_color == "luminance":
+        final = transfer_luminance(final, content_rgb)
+    image = unit_to_pil(final)[0]
+    return StylizeResult(
+        image=image,
+        settings=settings,
+        seconds=time.perf_counter() - started,
+        history=tuple(history),
+        steps=len(history),
+        stopped_early=stopped,
+    )
+
+
+def evaluate_gatys_loss(
+    *,
+    image: Image.Image | Tensor,
+    content: ImageSource,
+    styles: Sequence[ImageSource] | ImageSource,
+    vgg: nn.Module,
+    settings: GatysSettings = GatysSettings(),
+    cache: StyleTargetCache | None = None,
+) -> dict[str, float]:
+    """The Gatys objective of a finished picture at `settings.size` (the same definition `stylize_gatys` minimises).
+
+    image: a PIL image or a (1, 3, H, W) tensor in [0, 1]; resized to the content's shape at `settings.size`.
+    Returns {"content", "style", "tv", "loss"} (weighted terms and their sum).
+    """
+    inputs = _load_inputs(content, styles, settings.style_weights)
+    objective = _Objective(vgg=vgg, settings=settings, inputs=inputs, long_side=settings.size, cache=cache)
+    if isinstance(image, Image.Image):
+        picture = pil_to_unit(image, device=objective.device)
+    else:
+        picture = image.detach().to(objective.device, torch.float32)
+    shape = objective.content_input.shape[-2:]
+    if picture.shape[-2:] != shape:
+        picture = F.interpolate(picture, size=shape, mode="bicubic", align_corners=False)
+    if settings.preserve_color == "luminance":
+        picture = grey(picture)
+    with torch.no_grad():
+        _, parts = objective(picture)
+    return parts
