@@ -69,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--style", type=Path, default=None, help="stylize every frame with this image (AdaIN)")
     walk.add_argument("--out", type=Path, default=Path("walk.mp4"), help=".mp4, .gif, .webm or .zip")
     walk.set_defaults(handler=_walk)
+
+    train = commands.add_parser(
+        "train", help="train a DCGAN on a folder of images; the result appears as a model in the studio"
+    )
+    train.add_argument("--data", type=Path, required=True, help="folder of images (sub-folders become classes)")
+    train.add_argument("--out", type=Path, default=None, help="export folder (default weights/<name>)")
+    train.add_argument("--name", default=None, help="model name (default: the out or data folder's name)")
+    train.add_argument("--size", type=int, default=None, choices=[16, 32, 64, 128, 256], help="resolution (64)")
+    train.add_argument("--steps", type=int, default=None, help="total steps to reach (10000)")
+    train.add_argument("--time-budget", dest="time_budget_s", type=float, default=None, help="stop after N seconds")
+    train.add_argument("--batch", dest="batch_size", type=int, default=None, help="batch size (64)")
+    train.add_argument("--loss", default=None, choices=["bce", "hinge", "wgan-gp"], help="adversarial loss (bce)")
+    train.add_argument("--r1", dest="r1_gamma", type=float, default=None, help="R1 penalty weight (0 = off)")
+    train.add_argument("--spectral-norm", dest="spectral_norm", action="store_true", default=None)
+    train.add_argument("--augment", default=None, help="DiffAugment policy, e.g. color,translation,cutout or none")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
+    train.add_argument("--push-to-hub", dest="push_to_hub", default=None, metavar="REPO", help="upload the export")
+    train.set_defaults(handler=_train)
     return parser
 
 
@@ -174,6 +193,38 @@ def _walk(args: argparse.Namespace) -> int:
         f"({result.seconds:.1f} s, {100 * result.seconds_encoding / max(result.seconds, 1e-9):.0f}% encoding)"
     )
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from studio.training import make_train_config, push_to_hub, train
+
+    options = {
+        key: getattr(args, key)
+        for key in (
+            "size",
+            "steps",
+            "time_budget_s",
+            "batch_size",
+            "loss",
+            "r1_gamma",
+            "spectral_norm",
+            "augment",
+            "seed",
+        )
+    }
+    config = make_train_config(data=args.data, out=args.out, name=args.name, resume=not args.fresh, **options)
+    result = train(config)
+    speed = f"{result.images_per_second:.0f} img/s"
+    print(f"{result.export.folder}: step {result.step}, stopped by {result.stopped_by}, {speed}")
+    for skipped in result.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}")
+    if result.metrics:
+        print(
+            "quality (lower is better): " + ", ".join(f"step {m['step']}: {m['vgg_fd']:.4g}" for m in result.metrics)
+        )
+    if args.push_to_hub:
+        print(f"pushed: {push_to_hub(result.export.folder, repo_id=args.push_to_hub)}")
+    return 130 if result.interrupted else 0
 
 
 def _generate(args: argparse.Namespace) -> int:

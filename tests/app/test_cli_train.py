@@ -1,0 +1,51 @@
+"""`python -m studio train` end to end: a tiny conditional run whose export is then a model the CLI generates with."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from studio import read_png_settings
+from studio.cli import main as cli_main
+
+
+def test_train_then_generate_with_the_new_model(tmp_path, monkeypatch, capsys) -> None:
+    rng = np.random.default_rng(0)
+    for label, tint in (("red", (255, 40, 40)), ("blue", (40, 40, 255))):
+        folder = tmp_path / "data" / label
+        folder.mkdir(parents=True)
+        for index in range(6):
+            noise = rng.integers(0, 60, (24, 24, 3))
+            Image.fromarray((np.array(tint) * 0.7 + noise).astype("uint8")).save(folder / f"{index}.png")
+    (tmp_path / "data" / "red" / "broken.jpg").write_text("not a picture")
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
+
+    code = cli_main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--name",
+            "tints",
+            "--size",
+            "16",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--seed",
+            "1",
+        ]
+    )
+    output = capsys.readouterr().out
+    assert code == 0
+    assert "stopped by steps" in output and "broken.jpg" in output
+    assert (weights / "tints" / "model.safetensors").is_file()
+
+    assert cli_main(["weights", "list"]) == 0
+    assert "tints" in capsys.readouterr().out
+    out = tmp_path / "new.png"
+    assert cli_main(["generate", "--model", "tints", "--seed", "4", "--class", "blue", "--out", str(out)]) == 0
+    assert Image.open(out).size == (16, 16)
+    assert read_png_settings(out).class_name == "blue"
