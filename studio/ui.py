@@ -17,6 +17,7 @@ progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ EXAMPLES = ASSETS / "examples"
 DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 MAX_UI_BATCH = 8
+MAX_WALK_FRAMES_UI = 600
 DEFAULT_SEED = 7
 # Per-event concurrency, sized for one GPU or two CPU cores: generation is cheap, style transfer and walks are not.
 CONCURRENCY = {"generate": 2, "stylize": 1, "stylize-preview": 1, "walk": 1, "weights": 1}
@@ -203,6 +205,28 @@ def is_cached(spec: ModelSpec) -> bool:
     return any(cached_path(source) is not None for source in spec.sources)
 
 
+class UploadedImage(gr.Image):
+    """gr.Image that hands the handler the uploaded file's path without decoding it first.
+
+    gradio's own preprocessing opens every upload with PIL and fails with an opaque error on text files,
+    decompression bombs and truncated files; `studio.imaging.load_image` (inside the studio) refuses them with a
+    message a person can act on instead. Same browser widget (`is_template`), `type="filepath"` semantics.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> str | None:
+        if payload is None:
+            return None
+        path = getattr(payload, "path", None)
+        if path:
+            return str(path)
+        try:  # webcam snapshots may arrive as data URLs: gradio decodes those itself
+            return super().preprocess(payload)
+        except Exception as error:
+            raise gr.Error(f"the image could not be read ({error}); upload a JPEG, PNG or WebP file") from None
+
+
 class _StopFlags:
     """One `threading.Event` per (browser session, job kind): Stop sets it, the running job's progress sees it."""
 
@@ -329,12 +353,14 @@ class StudioUI:
 
     # Generate tab
 
+    def class_menu(self, name: str) -> Any:
+        """The class menu shows only for conditional models, with their classes."""
+        classes = list(self.studio.spec(name).classes)
+        return gr.update(visible=bool(classes), choices=classes, value=classes[0] if classes else None)
+
     def describe_model(self, name: str) -> tuple[Any, str]:
-        """Show the class menu only for conditional models, and what the model is."""
-        spec = self.studio.spec(name)
-        classes = list(spec.classes)
-        class_update = gr.update(visible=bool(classes), choices=classes, value=classes[0] if classes else None)
-        return class_update, self.model_summary(spec)
+        """The class menu and what the model is."""
+        return self.class_menu(name), self.model_summary(self.studio.spec(name))
 
     def select_model(self, name: str, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
         """Load a generator, fetching its weights with a progress bar if needed; returns its summary."""
@@ -391,6 +417,103 @@ class StudioUI:
         """The keyframe picker offers the seeds on show, the first four ticked when there are several."""
         seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
         return gr.update(choices=seeds, value=seeds[:4] if len(seeds) > 1 else [])
+
+    def send_to_walk(
+        self, keyframes: list[str] | None, state: dict | None, model: str, psi: Any, class_name: str | None
+    ) -> tuple[Any, ...]:
+        """The ticked seeds (or all on show) become the walk's keyframes; model, psi and class come along."""
+        seeds = [str(seed) for seed in keyframes or []] or [str(seed) for seed in (state or {}).get("seeds", [])]
+        if not seeds:
+            raise ValueError("generate some artworks first, then tick the seeds to walk through")
+        spec = self.studio.spec(model)
+        class_update = gr.update(
+            visible=bool(spec.classes), choices=list(spec.classes), value=class_name if spec.classes else None
+        )
+        return ", ".join(seeds), model, psi, class_update, gr.Tabs(selected="walk")
+
+    def walk(
+        self,
+        model: str,
+        seeds: str,
+        frames: Any,
+        fps: Any,
+        loop: bool,
+        easing: str,
+        video_format: str,
+        psi: Any,
+        class_name: str | None,
+        size: Any,
+        style: str | None,
+        style_strength: Any,
+        request: gr.Request = None,  # type: ignore[assignment]
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[str | None, str, str]:
+        """Render a latent walk through the keyframe seeds ("3, 14, 15").
+
+        Returns the video for the player (None for GIF and PNG zip), the file to download and a summary.
+        """
+        spec = self.ensure_weights(model, progress)
+        keyframes = parse_seeds(seeds)
+        side = _whole(size or 0, "size", 0, 4096)
+        fmt = str(video_format or "mp4").lower()
+        suffix = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}.get(fmt)
+        if suffix is None:
+            raise ValueError(f"format must be mp4, webm, gif or zip, got {video_format!r}")
+        out = self.outputs.path(f"walk-{model}-{'-'.join(map(str, keyframes[:6]))}", suffix)
+        progress(0, desc="Rendering the walk")
+        with self._stoppable(request, "walk", progress, "frames") as on_progress:
+            result = self.studio.walk(
+                model=model,
+                seeds=keyframes,
+                frames=_whole(frames, "frames", 2, MAX_WALK_FRAMES_UI),
+                fps=_number(fps, "fps"),
+                loop=bool(loop),
+                easing=easing,
+                psi=_number(psi, "truncation psi"),
+                class_name=(class_name or None) if spec.is_conditional else None,
+                format=fmt,
+                size=side or None,
+                style=style or None,
+                style_strength=_number(style_strength, "style strength"),
+                out=out,
+                on_progress=on_progress,
+            )
+        summary = (
+            f"**{model}** · keyframes {', '.join(map(str, keyframes))} · {result.frames} frames at {result.fps:g} fps "
+            f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {fmt.upper()} · "
+            f"rendered in {result.seconds:.1f} s"
+        )
+        playable = str(result.path) if fmt in ("mp4", "webm") else None
+        return playable, str(result.path), summary
+
+    @staticmethod
+    def walk_preview(file: str | None) -> Any:
+        """An animated GIF shows in an image box (the video player cannot play it)."""
+        is_gif = bool(file) and str(file).lower().endswith(".gif")
+        return gr.update(value=file if is_gif else None, visible=is_gif)
+
+    def stop(self, kind: str) -> Callable[..., None]:
+        def stop_job(request: gr.Request = None) -> None:  # type: ignore[assignment]
+            self.stops.stop(_session(request), kind)
+
+        stop_job.__name__ = f"stop_{kind}"
+        return stop_job
+
+    @contextlib.contextmanager
+    def _stoppable(self, request: gr.Request | None, kind: str, progress: Any, unit: str) -> Iterator[Any]:
+        """An `on_progress(done, total)` for the studio: moves the progress bar and answers False once stopped."""
+        session = _session(request)
+        flag = self.stops.start(session, kind)
+
+        def on_progress(done: int, total: int) -> bool:
+            if progress is not None:
+                progress((int(done), int(total)), desc=f"{kind.capitalize()}: {done} of {total} {unit}", unit=unit)
+            return not flag.is_set() and _event_still_running()
+
+        try:
+            yield on_progress
+        finally:
+            self.stops.finish(session, kind, flag)
 
     def _save_generation(self, result: GenerationResult) -> list[Path]:
         paths = []
@@ -577,6 +700,66 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
                 generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
 
+            with gr.Tab("Latent walk", id="walk"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=300):
+                        walk_model = gr.Dropdown(generators, value=default_model, label="Model", interactive=True)
+                        walk_seeds = gr.Textbox(
+                            value="7, 8, 9, 10",
+                            label="Keyframe seeds",
+                            info="the walk passes through these seeds' artworks, in order",
+                            elem_id="walk-seeds",
+                        )
+                        walk_class = gr.Dropdown(
+                            list(default_spec.classes),
+                            value=default_spec.classes[0] if default_spec.classes else None,
+                            label="Class",
+                            allow_custom_value=True,
+                            visible=bool(default_spec.classes),
+                            interactive=True,
+                        )
+                        with gr.Row():
+                            walk_frames = gr.Slider(
+                                2, MAX_WALK_FRAMES_UI, value=96, step=1, label="Frames", elem_id="walk-frames"
+                            )
+                            walk_fps = gr.Slider(1, 60, value=24, step=1, label="Frames per second")
+                        with gr.Row():
+                            walk_easing = gr.Radio(["spline", "linear", "ease-in-out"], value="spline", label="Easing")
+                            walk_format = gr.Radio(["mp4", "webm", "gif", "zip"], value="mp4", label="Format")
+                        walk_loop = gr.Checkbox(value=True, label="Loop back to the first keyframe")
+                        with gr.Accordion("More", open=False):
+                            walk_psi = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Truncation ψ")
+                            walk_size = gr.Dropdown(
+                                [("native", 0), ("256 px", 256), ("512 px", 512)],
+                                value=256,
+                                label="Frame size",
+                                info="upscaled with Lanczos; native is the model's own resolution",
+                            )
+                            walk_style = UploadedImage(
+                                label="Style every frame like this picture (AdaIN; optional)",
+                                type="filepath",
+                                sources=["upload", "clipboard"],
+                                height=160,
+                            )
+                            walk_strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Style strength")
+                        with gr.Row():
+                            walk_button = gr.Button("Render walk", variant="primary", elem_id="walk-button")
+                            walk_stop = gr.Button("Stop", variant="stop", elem_id="walk-stop")
+                    with gr.Column(scale=3, min_width=360):
+                        walk_video = gr.Video(
+                            label="Walk",
+                            autoplay=True,
+                            loop=True,
+                            format=None,
+                            height=420,
+                            interactive=False,
+                            elem_id="walk-video",
+                            buttons=["download"],
+                        )
+                        walk_gif = gr.Image(label="Walk (GIF)", visible=False, interactive=False, height=420)
+                        walk_info = gr.Markdown(label="Summary", elem_classes="studio-info", elem_id="walk-info")
+                        walk_file = gr.File(label="Download", interactive=False, elem_id="walk-file", height=60)
+
             with gr.Tab("Models", id="models"):
                 gr.Markdown(
                     "Models the studio knows. ✅ means the weights are on this machine; the others are downloaded "
@@ -694,7 +877,49 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             ui.models_table, None, models_table, api_name="models_on_load", queue=False, api_visibility="private"
         )
 
-        del tabs, to_stylize, to_walk  # wired once the Stylize and Latent walk tabs exist
+        # --- Latent walk events ---
+        walk_event = walk_button.click(
+            _gpu(300)(_friendly_errors(ui.walk)),
+            [
+                walk_model,
+                walk_seeds,
+                walk_frames,
+                walk_fps,
+                walk_loop,
+                walk_easing,
+                walk_format,
+                walk_psi,
+                walk_class,
+                walk_size,
+                walk_style,
+                walk_strength,
+            ],
+            [walk_video, walk_file, walk_info],
+            api_name="walk",
+            api_description="Render a latent walk: model, keyframe seeds ('3, 14, 15'), frames, fps, loop, easing "
+            "(spline | linear | ease-in-out), format (mp4 | webm | gif | zip), truncation psi, class, frame size (0 = "
+            "native), optional style image (AdaIN) and its strength. Returns the playable video (mp4/webm), the file "
+            "and a summary.",
+            concurrency_id="walk",
+            concurrency_limit=CONCURRENCY["walk"],
+        )
+        walk_event.success(
+            ui.walk_preview, walk_file, walk_gif, api_name="walk_preview", queue=False, api_visibility="private"
+        )
+        walk_stop.click(ui.stop("walk"), None, None, cancels=[walk_event], api_name="stop_walk", queue=False)
+        walk_model.select(
+            ui.class_menu, walk_model, walk_class, api_name="walk_class_menu", queue=False, api_visibility="private"
+        )
+        to_walk.click(
+            _friendly_errors(ui.send_to_walk),
+            [keyframes, generate_state, model, psi, class_name],
+            [walk_seeds, walk_model, walk_psi, walk_class, tabs],
+            api_name="send_to_walk",
+            queue=False,
+            api_visibility="private",
+        )
+
+        del to_stylize  # wired once the Stylize tab exists
 
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
     return demo

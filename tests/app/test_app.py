@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +264,109 @@ def test_huge_png_header_is_small_and_valid() -> None:
     # PIL refuses it as a decompression bomb before decoding a single row
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(data))
+
+
+# --- Latent walk ----------------------------------------------------------------------------------------------------
+
+
+def _walk(client: Client, seeds: str = "3, 14, 15", *, frames: int = 12, fps: float = 12, loop: bool = True,
+          easing: str = "spline", fmt: str = "mp4", psi: float = 1.0, class_name: str = "blue", size: int = 0,
+          style: str | None = None, strength: float = 1.0) -> tuple:  # fmt: skip
+    style_file = handle_file(style) if style else None
+    return client.predict(
+        "omniart-eyes", seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength,
+        api_name="/walk",
+    )  # fmt: skip
+
+
+def _decode(path: str) -> tuple[list[np.ndarray], float]:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24").astype(np.int16) for frame in container.decode(stream)]
+        return frames, float(stream.average_rate)
+
+
+def test_walk_renders_a_video_that_starts_on_the_first_keyframe(client: Client) -> None:
+    video, file, summary = _walk(client, frames=12, fps=12)
+    assert video is not None and Path(video).suffix == ".mp4" and Path(file).suffix == ".mp4"
+    frames, rate = _decode(video)
+    assert len(frames) == 12 and rate == 12 and frames[0].shape == (128, 128, 3)
+    assert "12 frames at 12 fps" in summary
+    keyframe = _pixels(_gallery_paths(_generate(client, seed=3, class_name="blue")[0])[0])
+    assert np.abs(frames[0] - keyframe).mean() < 8  # the walk starts on seed 3's artwork (codec loss aside)
+    assert np.abs(frames[6] - keyframe).mean() > 8  # and goes somewhere else
+    again, _ = _decode(_walk(client, frames=12, fps=12)[0])
+    assert np.abs(again[5] - frames[5]).mean() < 1  # same seeds, same walk
+
+
+def test_walk_formats_and_frame_size(client: Client) -> None:
+    video, gif, _ = _walk(client, fmt="gif", frames=8, size=256)
+    assert video is None
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames == 8 and image.size == (256, 256)
+    video, archive, _ = _walk(client, fmt="zip", frames=6)
+    import zipfile
+
+    with zipfile.ZipFile(archive) as bundle:
+        assert len([name for name in bundle.namelist() if name.endswith(".png")]) == 6
+    webm, _, _ = _walk(client, fmt="webm", frames=6)
+    frames, _ = _decode(webm)
+    assert len(frames) == 6
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"seeds": "3, x, 5"}, "'x' is not one"),
+        ({"seeds": ""}, "at least two keyframe seeds"),
+        ({"seeds": "3", "loop": False}, "at least two keyframe seeds"),
+        ({"seeds": "3, 99999999999"}, "outside"),
+        ({"frames": 1}, "less than minimum"),
+        ({"fmt": "avi"}, "not in the list of choices"),
+        ({"easing": "bounce"}, "not in the list of choices"),
+    ],
+)
+def test_bad_walk_input_gives_a_message(client: Client, arguments: dict, expected: str) -> None:
+    with pytest.raises(AppError, match=expected):
+        _walk(client, **arguments)
+
+
+def test_nan_walk_sliders_give_a_message(app_url: str) -> None:
+    body = '{"data": ["omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", 0, null, 1.0]}'
+    kind, payload = call_raw(app_url, "walk", body)
+    assert kind == "error" and "frames must be a finite number" in payload["error"], payload
+
+
+def test_walk_style_needs_adain_weights_offline(client: Client, shared_data: Path) -> None:
+    with pytest.raises(AppError, match="not cached|weights fetch adain") as caught:
+        _walk(client, frames=4, style=str(shared_data / "styles" / "mondrian_cropped.jpg"))
+    assert "Traceback" not in str(caught.value)
+
+
+def test_cancelling_a_walk_stops_the_render(client: Client) -> None:
+    outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
+    before = set(outputs.glob("*walk-*"))
+    job = client.submit(
+        "omniart-eyes", "1, 2, 3, 4", 600, 24, True, "spline", "mp4", 1.0, "blue", 512, None, 1.0, api_name="/walk"
+    )
+
+    def frames_done() -> int:
+        units = job.status().progress_data or []
+        return max((unit.index or 0 for unit in units if unit.length), default=0)
+
+    deadline = time.monotonic() + 60
+    while frames_done() < 1 and time.monotonic() < deadline:  # the first batch of frames is encoded
+        time.sleep(0.05)
+    partial = [path for path in outputs.glob(".walk-*.part") if path not in before]
+    assert frames_done() >= 1 and partial, "the render never started"
+    job.cancel()
+    # The video is written to a hidden .part file that render_walk deletes only when it is stopped (and renames on
+    # success): the file going away with no finished video proves the computation itself ended.
+    deadline = time.monotonic() + 30
+    while partial[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not partial[0].exists(), "the walk kept rendering after the job was cancelled"
+    assert not [path for path in outputs.glob("walk-*-1-2-3-4-*.mp4") if path not in before]
+    assert _walk(client, frames=4)[2]  # the server (and the walk's concurrency slot) is free again

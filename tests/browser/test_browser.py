@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,49 @@ def test_download_is_the_png_with_its_settings(page, tmp_path: Path) -> None:
     settings = read_png_settings(saved)
     assert settings.model == "omniart-eyes" and settings.seeds == (125,)
     assert 0.2 <= settings.psi <= 0.4 and settings.directions.get(0, 0) > 2
+
+
+def test_send_keyframes_and_play_a_short_walk(page) -> None:
+    page.locator("#to-walk").click()  # the ticked seeds (the first four on show) become the walk's keyframes
+    seeds = page.locator("#walk-seeds textarea, #walk-seeds input").first
+    page.wait_for_function(
+        "() => document.querySelector('#walk-seeds textarea, #walk-seeds input').value === '123, 124, 125, 126'"
+    )
+    assert seeds.input_value() == "123, 124, 125, 126"
+    frames = page.locator("#walk-frames input[type=number]")
+    frames.fill("12")
+    frames.press("Tab")
+    page.locator("#walk-button").click()
+    video = page.locator("#walk-video video")
+    video.wait_for(timeout=90_000)
+    page.wait_for_function("() => document.querySelector('#walk-info').innerText.includes('12 frames')")
+    # the browser decodes and plays it: enough data for the current frame, and the clock moves
+    page.wait_for_function("() => document.querySelector('#walk-video video').readyState >= 2")
+    page.evaluate("() => { const v = document.querySelector('#walk-video video'); v.muted = true; return v.play(); }")
+    page.wait_for_function("() => document.querySelector('#walk-video video').currentTime > 0.1")
+    assert page.evaluate("() => document.querySelector('#walk-video video').videoWidth") == 256
+    _assert_no_error_toast(page)
+    page.screenshot(path=str(ARTIFACTS / "walk.png"), full_page=True)
+
+
+def test_stop_button_ends_a_long_walk(page) -> None:
+    frames = page.locator("#walk-frames input[type=number]")
+    frames.fill("600")
+    frames.press("Tab")
+    page.locator("#walk-button").click()
+    page.wait_for_function("() => /Walk: [0-9]+ of 600/.test(document.body.innerText)", timeout=90_000)
+    outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
+    assert list(outputs.glob(".walk-*.part")), "the render should be writing its hidden partial file"
+    page.locator("#walk-stop").click()
+    page.wait_for_function("() => !/Walk: [0-9]+ of 600/.test(document.body.innerText)", timeout=30_000)
+    # the server stopped too: render_walk deletes its partial file only when stopped, and no video was finished
+    deadline = time.monotonic() + 30
+    while list(outputs.glob(".walk-*.part")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(outputs.glob(".walk-*.part"))
+    assert "600 frames" not in page.locator("#walk-info").inner_text()
+    frames.fill("12")
+    frames.press("Tab")
 
 
 def test_models_tab_lists_models_and_credits(page) -> None:
