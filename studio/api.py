@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin
 
 from studio import imaging
-from studio.registry import DEFAULT_GENERATOR, ModelSpec, builtin_models
+from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
     ProgressCallback,
     discover_local_models,
@@ -31,6 +31,7 @@ from studio.weights import (
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from studio.ops.adain import AdaINStylizer
     from studio.ops.directions import LatentDirections
 
 MAX_SEED = 2**32 - 1
@@ -38,6 +39,7 @@ PSI_RANGE = (0.0, 1.5)
 DIRECTION_AMOUNT_LIMIT = 10.0
 MAX_WALK_FRAMES = 3600
 METADATA_KEY = "gan-art-studio"
+STYLIZE_METADATA_KEY = "gan-art-studio:stylize"
 
 
 def _max_batch_from_env() -> int:
@@ -100,6 +102,27 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class StylizeResult:
+    """A stylized picture, the settings that made it and how long it took."""
+
+    image: Image.Image
+    settings: dict[str, Any]
+    seconds: float
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save as PNG with the settings in a text chunk (JPEG/WebP by suffix, without them)."""
+        path = Path(path)
+        if path.suffix.lower() in ("", ".png"):
+            info = PngImagePlugin.PngInfo()
+            info.add_text(STYLIZE_METADATA_KEY, json.dumps(self.settings, sort_keys=True, default=str))
+            info.add_text("Software", "GAN Art Studio")
+            self.image.save(path, format="PNG", pnginfo=info)
+        else:
+            self.image.save(path)
+        return path
+
+
+@dataclass(frozen=True)
 class WalkResult:
     """A rendered latent walk: the finished file, the (frames, z_dim) latents used (CPU) and timings."""
 
@@ -150,6 +173,8 @@ class Studio:
         self._modules: dict[tuple[str, str, str], nn.Module] = {}
         self._weight_paths: dict[str, Path] = {}
         self._directions: dict[tuple[str, int], LatentDirections] = {}
+        self._adain: AdaINStylizer | None = None
+        self._gram_cache: Any = None
         self._lock = threading.RLock()
 
     # --- models -----------------------------------------------------------------------------------------------
@@ -291,6 +316,120 @@ class Studio:
                 os.replace(temporary, cache)
             self._directions[key] = found
             return found
+
+    # --- stylize ----------------------------------------------------------------------------------------------
+
+    def stylize(
+        self,
+        *,
+        content: imaging.ImageSource,
+        styles: Sequence[imaging.ImageSource] | imaging.ImageSource,
+        style_weights: Sequence[float] | None = None,
+        method: str = "gatys",
+        strength: float = 1.0,
+        preserve_color: str = "none",
+        size: int = 512,
+        steps: int = 300,
+        mask: imaging.ImageSource | None = None,
+        seed: int = 0,
+        preview: bool = False,
+        vgg: str = DEFAULT_VGG,
+        on_progress: Callable[[int, int], bool | None] | None = None,
+    ) -> StylizeResult:
+        """Paint `content` in the style of `styles` (several are blended by `style_weights`).
+
+        method "gatys": optimisation on VGG19 features (`vgg`, offline by default), `steps` evaluations at full size
+        after a coarse-to-fine warm-up; strength scales the style weight (0 = content only, 1 = the default balance).
+        method "adain": feed-forward, real time; strength is alpha (0 = content, 1 = full style); `preview` renders
+        a small version for slider drags; `mask` (white = first style, black = second) needs exactly two styles.
+        `size` is the output's long side in pixels. `on_progress(done, total)` returning False cancels (`Cancelled`).
+        """
+        style_list = [styles] if isinstance(styles, (str, bytes, os.PathLike, Image.Image)) else list(styles)
+        strength = _check_number(strength, "strength", 0.0, 1.0)
+        size = _check_output_size(size)
+        if preserve_color not in ("none", "luminance", "histogram"):
+            raise ValueError(f"preserve_color must be none, luminance or histogram, got {preserve_color!r}")
+        weights = None if style_weights is None else tuple(float(w) for w in style_weights)
+        if method == "adain":
+            return self._stylize_adain(content, style_list, weights, strength, preserve_color, size, mask, preview)
+        if method != "gatys":
+            raise ValueError(f"method must be 'gatys' or 'adain', got {method!r}")
+        if mask is not None:
+            raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
+        from studio.ops.common import Cancelled
+        from studio.ops.style_transfer import GatysSettings, stylize_gatys
+
+        steps = _check_whole(steps, "steps", 1, 5000)
+        defaults = GatysSettings()
+        settings = GatysSettings(
+            size=size,
+            steps=steps,
+            style_weight=defaults.style_weight * strength,
+            seed=_check_seed(seed),
+            scales=gatys_scales(size),
+            preserve_color=preserve_color,
+            style_weights=weights,
+        )
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if on_progress is not None and on_progress(step, total) is False:
+                raise Cancelled(f"style transfer cancelled at step {step} of {total}")
+
+        encoder = self.load(vgg)
+        with self._lock:
+            if self._gram_cache is None:
+                from studio.ops.style_transfer import StyleTargetCache
+
+                self._gram_cache = StyleTargetCache()
+        result = stylize_gatys(
+            content=content, styles=style_list, vgg=encoder, settings=settings, on_step=on_step, cache=self._gram_cache
+        )
+        return StylizeResult(
+            image=result.image, settings=_settings_dict(settings, method="gatys"), seconds=result.seconds
+        )
+
+    def _stylize_adain(self, content, styles, weights, strength, preserve_color, size, mask, preview) -> StylizeResult:
+        from studio.ops.adain import AdaINSettings
+
+        if mask is not None:
+            mask = imaging.load_image(mask, name="mask").convert("L")
+        settings = AdaINSettings(
+            alpha=strength, content_size=size, style_weights=weights, preserve_color=preserve_color
+        )
+        stylizer = self.adain()
+        render = stylizer.preview if preview else stylizer.stylize
+        result = render(content=content, styles=styles, settings=settings, mask=mask)
+        return StylizeResult(
+            image=result.image,
+            settings=_settings_dict(settings, method="adain", preview=preview),
+            seconds=result.seconds,
+        )
+
+    def adain(self) -> AdaINStylizer:
+        """The AdaIN encoder + decoder with its feature cache (weights fetched on first use)."""
+        with self._lock:
+            if self._adain is None:
+                from studio.ops.adain import AdaINStylizer
+
+                self._adain = AdaINStylizer(encoder=self.load("adain-encoder"), decoder=self.load("adain-decoder"))
+            return self._adain
+
+    def _walk_stylizer(self, style: imaging.ImageSource, *, strength: float) -> Callable[[Tensor], Tensor]:
+        """A frame transform for walks: AdaIN with the style's statistics computed once."""
+        from studio.ops.adain import ENCODER_TAP, blend_styles
+
+        alpha = _check_number(strength, "style strength", 0.0, 1.0)
+        stylizer = self.adain()
+        stats = stylizer.style_stats(style, size=512)
+
+        def transform(images: Tensor) -> Tensor:
+            unit = imaging.signed_to_unit(images).to(stylizer.device)
+            features = stylizer.encoder(unit, [ENCODER_TAP])[ENCODER_TAP]
+            target = blend_styles(features, [stats], [1.0], alpha=alpha)
+            decoded = stylizer.decoder(target)[:, :, : unit.shape[2], : unit.shape[3]]
+            return imaging.unit_to_signed(decoded.float().clamp(0, 1))
+
+        return transform
 
     # --- walk -------------------------------------------------------------------------------------------------
 
@@ -482,6 +621,15 @@ class Studio:
         if class_name not in spec.classes:
             raise ValueError(f"{spec.name} has no class {class_name!r}; choose one of {', '.join(spec.classes)}")
         return spec.classes.index(class_name)
+
+
+def gatys_scales(size: int) -> int:
+    """Coarse-to-fine levels for a Gatys output of long side `size`: each level halves it, down to about 128 px."""
+    return max(1, int(math.log2(max(size, 128) / 128)) + 1)
+
+
+def _settings_dict(settings: Any, **extra: Any) -> dict[str, Any]:
+    return {**{key: value for key, value in asdict(settings).items()}, **extra}
 
 
 def _check_whole(value: Any, name: str, low: int, high: int) -> int:

@@ -53,6 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--separate", action="store_true", help="also save each image as OUT-<seed>.png")
     generate.set_defaults(handler=_generate)
 
+    stylize = commands.add_parser("stylize", help="neural style transfer (Gatys optimisation or AdaIN)")
+    stylize.add_argument("--content", type=Path, required=True)
+    stylize.add_argument("--style", type=Path, action="append", required=True, help="repeat to blend several styles")
+    stylize.add_argument("--weights", type=float, nargs="+", default=None, help="blend weight per style")
+    stylize.add_argument("--method", choices=["gatys", "adain"], default="gatys")
+    stylize.add_argument("--strength", type=float, default=1.0, help="0 = content only, 1 = full style")
+    stylize.add_argument(
+        "--preserve-color",
+        nargs="?",
+        const="luminance",
+        default="none",
+        choices=["none", "luminance", "histogram"],
+        help="keep the content's colours (luminance transfer, or histogram matching of the styles)",
+    )
+    stylize.add_argument("--size", type=int, default=512, help="output long side in pixels")
+    stylize.add_argument("--steps", type=int, default=300, help="Gatys optimisation steps at full size")
+    stylize.add_argument("--mask", type=Path, default=None, help="AdaIN: white = first style, black = second")
+    stylize.add_argument("--seed", type=int, default=0)
+    stylize.add_argument("--vgg", default="vgg19-caffe", help="VGG19 weights for Gatys")
+    stylize.add_argument("--out", type=Path, default=Path("stylized.png"))
+    stylize.set_defaults(handler=_stylize)
+
     walk = commands.add_parser("walk", help="render a latent walk to MP4, GIF, WebM or a PNG zip")
     walk.add_argument("--model", default=DEFAULT_GENERATOR)
     walk.add_argument("--seeds", type=_int_list, default=[3, 14, 15], help="keyframe seeds, e.g. 3,14,15")
@@ -158,6 +180,37 @@ def _weights_fetch(args: argparse.Namespace) -> int:
             continue
         print(f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {sha256_of(path)[:16]}...) verified")
     return 2 if failures else 0
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from studio.api import Studio
+
+    with tqdm(unit="step", desc=args.method, disable=args.method == "adain") as bar:
+
+        def on_progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = Studio().stylize(
+            content=args.content,
+            styles=args.style,
+            style_weights=args.weights,
+            method=args.method,
+            strength=args.strength,
+            preserve_color=args.preserve_color,
+            size=args.size,
+            steps=args.steps,
+            mask=args.mask,
+            seed=args.seed,
+            vgg=args.vgg,
+            on_progress=on_progress,
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result.save(args.out)
+    print(f"{args.out}: {result.image.size[0]}x{result.image.size[1]} in {result.seconds:.1f} s")
+    return 0
 
 
 def _walk(args: argparse.Namespace) -> int:

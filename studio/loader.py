@@ -86,7 +86,7 @@ def from_projected_gan(state: StateDict) -> StateDict:
 
 
 def from_fastgan_huggan(state: StateDict) -> StateDict:
-    """huggan fastgan `pytorch_model.bin`: `_init.*`, `_upsample_*`, `_sle_*`, `_out_*`, the FastGanGenerator layout."""
+    """huggan fastgan `pytorch_model.bin` (`_init`, `_upsample_*`, `_sle_*`, `_out_*`): the FastGanGenerator layout."""
     return dict(state)
 
 

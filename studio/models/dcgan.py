@@ -9,6 +9,7 @@ like the omniart eye generator's checkpoint. Channels halve at every doubling of
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,7 @@ class DCGANGenerator(nn.Module):
             nn.Dropout(config.dropout),
         ]
         self.first_block_end = len(layers)
-        for in_channels, out_channels in zip(channels, channels[1:]):
+        for in_channels, out_channels in pairwise(channels):
             layers += [
                 nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False),  # doubles the resolution
                 nn.BatchNorm2d(out_channels),
