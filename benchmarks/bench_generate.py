@@ -60,7 +60,8 @@ def main() -> None:
     def one_projected() -> None:
         signed_to_pil(synthesize(projected, next(latents), seeds=[next(counter)]))
 
-    print(f"cpu_projected_gan_256px_one_image_median {median_seconds(one_projected, max(3, repeats // 3)) * 1000:.1f} ms")
+    projected_seconds = median_seconds(one_projected, max(3, repeats // 3))
+    print(f"cpu_projected_gan_256px_one_image_median {projected_seconds * 1000:.1f} ms")
 
     start = time.perf_counter()
     Studio(device="cpu").directions("omniart-eyes") if not args.quick else None
@@ -72,7 +73,7 @@ def main() -> None:
             module = trained_like(build_module(builtin_models()[name])).cuda()
             z = seeded_latents(range(batch), z_dim=256)
 
-            def run() -> None:
+            def run(module=module, z=z, batch=batch) -> None:
                 synthesize(module, z, seeds=range(batch), device="cuda", batch_size=batch)
                 torch.cuda.synchronize()
 

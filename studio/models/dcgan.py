@@ -9,8 +9,8 @@ like the omniart eye generator's checkpoint. Channels halve at every doubling of
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn

@@ -167,7 +167,7 @@ def small_projected_gan(tmp_path, monkeypatch) -> str:
     with torch.no_grad():  # a few training-mode passes settle the spectral-norm vectors and BatchNorm statistics
         for _ in range(15):
             module(torch.randn(4, 256))
-        for name, parameter in module.named_parameters():
+        for parameter in module.parameters():
             if parameter.numel() == 1:  # noise strengths start at zero; a trained model has learnt non-zero ones
                 parameter.fill_(0.3)
     folder = tmp_path / "weights" / "tiny-projected"

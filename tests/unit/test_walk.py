@@ -66,7 +66,9 @@ def test_class_per_keyframe_and_noise_loop(studio: Studio, tmp_path) -> None:
     blue = np.asarray(studio.generate(model="omniart-eyes", seed=1, class_name="blue").images[0])
     assert np.array_equal(first, blue)
     assert last.shape == (128, 128, 3)
-    orbit = studio.walk(model="omniart-eyes", seeds=[9], frames=10, path="noise-loop", spread=0.3, out=tmp_path / "n.gif")
+    orbit = studio.walk(
+        model="omniart-eyes", seeds=[9], frames=10, path="noise-loop", spread=0.3, out=tmp_path / "n.gif"
+    )
     with Image.open(orbit.path) as gif:
         assert gif.n_frames == 10
 
