@@ -1,0 +1,154 @@
+"""Studio.stylize end to end: Gatys with the real offline VGG19, AdaIN with random weights dropped into weights/."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from studio import Studio
+from studio.cli import main as cli_main
+from studio.loader import ADAIN_ENCODER_CONV_INDICES
+from studio.models.adain import AdaINDecoder
+from studio.models.vgg import CONV_NAMES, VGG19Features
+from studio.ops.common import Cancelled
+from studio.weights import WeightsUnavailable
+
+
+@pytest.fixture
+def photo(shared_data) -> Image.Image:
+    return Image.open(shared_data / "content" / "chelsea.png").convert("RGB").resize((96, 64))
+
+
+@pytest.fixture
+def painting(shared_data) -> Image.Image:
+    return Image.open(shared_data / "styles" / "woman_with_hat_matisse.jpg").convert("RGB").resize((64, 80))
+
+
+def test_gatys_with_the_offline_vgg_moves_towards_the_style(photo, painting) -> None:
+    studio = Studio(device="cpu")
+    seen: list[tuple[int, int]] = []
+    result = studio.stylize(
+        content=photo,
+        styles=[painting],
+        method="gatys",
+        size=64,
+        steps=8,
+        on_progress=lambda d, t: seen.append((d, t)),
+    )
+    assert result.image.size == (64, 43)
+    assert result.settings["method"] == "gatys" and result.settings["steps"] == 8
+    assert seen and seen[-1][0] == seen[-1][1], "progress reaches its total"
+    content_only = studio.stylize(content=photo, styles=[painting], size=64, steps=8, strength=0.0)
+    assert style_distance(studio, result.image, painting) < 0.8 * style_distance(studio, content_only.image, painting)
+
+
+def style_distance(studio: Studio, image: Image.Image, style: Image.Image) -> float:
+    """Mean relative Gram-matrix distance to the style at relu1_1..relu3_1 of the offline VGG19."""
+    from studio.imaging import pil_to_unit
+    from studio.ops.style_transfer import gram_matrix
+
+    vgg = studio.load("vgg19-caffe")
+    taps = ["relu1_1", "relu2_1", "relu3_1"]
+    with torch.no_grad():
+        ours, theirs = vgg(pil_to_unit(image), taps), vgg(pil_to_unit(style), taps)
+    return sum(
+        float((gram_matrix(ours[t]) - gram_matrix(theirs[t])).norm() / gram_matrix(theirs[t]).norm()) for t in taps
+    ) / len(taps)
+
+
+def test_gatys_cancel_and_bad_settings(photo, painting) -> None:
+    studio = Studio(device="cpu")
+    with pytest.raises(Cancelled):
+        studio.stylize(content=photo, styles=painting, size=64, steps=50, on_progress=lambda done, total: False)
+    with pytest.raises(ValueError, match="masks are an AdaIN feature"):
+        studio.stylize(content=photo, styles=[painting], size=64, steps=2, mask=photo)
+    with pytest.raises(ValueError, match="output size"):
+        studio.stylize(content=photo, styles=[painting], size=10**6)
+    with pytest.raises(ValueError, match="strength"):
+        studio.stylize(content=photo, styles=[painting], strength=float("nan"))
+    with pytest.raises(ValueError, match="method"):
+        studio.stylize(content=photo, styles=[painting], method="cartoon")
+    with pytest.raises(ValueError, match="not an image"):
+        studio.stylize(content=b"plain text, not a picture", styles=[painting], size=64, steps=2)
+
+
+def test_adain_offline_says_how_to_get_the_weights(photo, painting, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailable, match="python -m studio weights fetch adain-encoder"):
+        Studio(device="cpu").stylize(content=photo, styles=[painting], method="adain", size=64)
+
+
+@pytest.fixture
+def adain_weights(tmp_path, monkeypatch) -> None:
+    """Seeded random AdaIN weights in the official file layouts, dropped into weights/<name>/ as a user would."""
+    torch.manual_seed(0)
+    encoder = VGG19Features("adain")
+    official = {"0.weight": encoder.input_conv.weight, "0.bias": encoder.input_conv.bias}
+    for name, index in zip(CONV_NAMES, ADAIN_ENCODER_CONV_INDICES, strict=True):
+        official[f"{index}.weight"] = encoder.convs[name].weight
+        official[f"{index}.bias"] = encoder.convs[name].bias
+    decoder = {key.removeprefix("layers."): value for key, value in AdaINDecoder().state_dict().items()}
+    weights = tmp_path / "weights"
+    (weights / "adain-encoder").mkdir(parents=True)
+    (weights / "adain-decoder").mkdir(parents=True)
+    torch.save({k: v.detach().clone() for k, v in official.items()}, weights / "adain-encoder" / "vgg_normalised.pth")
+    torch.save(decoder, weights / "adain-decoder" / "decoder.pth")
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_adain_full_preview_blend_and_mask(adain_weights, photo, painting) -> None:
+    studio = Studio(device="cpu")
+    full = studio.stylize(content=photo, styles=[painting], method="adain", size=96, strength=0.8)
+    assert full.image.size == (96, 64) and full.settings["alpha"] == 0.8
+    preview = studio.stylize(content=photo, styles=[painting], method="adain", size=512, preview=True)
+    assert max(preview.image.size) == 256
+    blended = studio.stylize(content=photo, styles=[painting, photo], style_weights=[3, 1], method="adain", size=96)
+    assert blended.settings["style_weights"] == (3.0, 1.0)
+    mask = Image.new("L", photo.size, 0)
+    mask.paste(255, (0, 0, photo.size[0] // 2, photo.size[1]))
+    masked = studio.stylize(content=photo, styles=[painting, photo], method="adain", size=96, mask=mask)
+    assert masked.image.size == (96, 64)
+    with pytest.raises(ValueError, match="exactly two styles"):
+        studio.stylize(content=photo, styles=[painting], method="adain", size=96, mask=mask)
+
+
+def test_walk_frames_can_be_stylized(adain_weights, painting, tmp_path) -> None:
+    result = Studio(device="cpu").walk(
+        model="omniart-eyes", seeds=[1, 2], frames=4, loop=False, style=painting, out=tmp_path / "styled.zip"
+    )
+    assert result.frames == 4 and (result.width, result.height) == (128, 128)
+    assert result.settings["styled"] is True
+
+
+def test_cli_stylize_writes_the_requested_size(tmp_path, shared_data) -> None:
+    out = tmp_path / "out.png"
+    code = cli_main(
+        [
+            "stylize",
+            "--content",
+            str(shared_data / "content" / "coffee.png"),
+            "--style",
+            str(shared_data / "styles" / "en_campo_gris.jpg"),
+            "--style",
+            str(shared_data / "styles" / "mondrian_cropped.jpg"),
+            "--weights",
+            "0.7",
+            "0.3",
+            "--size",
+            "48",
+            "--steps",
+            "3",
+            "--preserve-color",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    image = Image.open(out)
+    assert max(image.size) == 48
+    assert (
+        "gan-art-studio:stylize" in image.text
+        and '"preserve_color": "luminance"' in image.text["gan-art-studio:stylize"]
+    )
