@@ -24,25 +24,14 @@ Inputs are (B, 256) or (B, 256, 1, 1) standard-normal latents used as they are (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-NoiseSource: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
-"""Where the noise layers draw their Gaussian noise from.
-
-- `None`: torch's global RNG (not reproducible unless the caller seeds it).
-- one `torch.Generator`: all noise maps of the batch are drawn from it in layer order.
-- a sequence of B generators: sample i's noise comes only from generator i, so an image does not depend on the batch
-  it was rendered in.
-
-Pass CPU generators: noise is drawn on the generator's device in float32, then moved to the activations' device and
-dtype, so a seed gives the same image on every device.
-"""
+from studio.models.noise import NoiseSource, draw_noise
 
 RESOLUTION = 1024
 # Feature channels at each resolution as multiples of ngf (the paper's table, ngf=64 in the published models).
@@ -78,20 +67,6 @@ class FastGanConfig:
         return int(CHANNEL_MULTIPLIERS[resolution] * self.ngf)
 
 
-def draw_noise(like: Tensor, source: NoiseSource) -> Tensor:
-    """A (B, 1, H, W) standard-normal map for (B, C, H, W) activations `like`, on their device and dtype."""
-    batch, _, height, width = like.shape
-    if source is None:
-        return torch.randn(batch, 1, height, width, device=like.device).to(like.dtype)
-    if isinstance(source, torch.Generator):
-        noise = torch.randn(batch, 1, height, width, generator=source, device=source.device)
-    else:
-        if len(source) != batch:
-            raise ValueError(f"got {len(source)} noise generators for a batch of {batch}; pass one per sample")
-        noise = torch.cat([torch.randn(1, 1, height, width, generator=g, device=g.device).cpu() for g in source])
-    return noise.to(device=like.device, dtype=like.dtype)
-
-
 class SpectralConv(nn.Module):
     """A spectral-normalised `nn.Conv2d` / `nn.ConvTranspose2d` kept under `._conv` (hence `._conv.weight_orig`)."""
 
@@ -116,7 +91,7 @@ class Noise(nn.Module):
         self._weight = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor, noise_generator: NoiseSource = None) -> Tensor:
-        return x + self._weight * draw_noise(x, noise_generator)
+        return x + self._weight * draw_noise(x, noise_generator, global_rng_on_cpu=False)
 
 
 class _Layers(nn.Module):

@@ -26,26 +26,14 @@ Noise: each up-block adds one learned-strength (B, 1, H, W) Gaussian noise map a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-NoiseSource: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
-"""Where the noise-injection layers draw their Gaussian noise from.
-
-- `None`: torch's global CPU generator, drawn on CPU and moved (what the reference code does). Not reproducible
-  unless the caller seeds the global RNG.
-- one `torch.Generator`: every noise map of the whole batch is drawn from it in layer order.
-- a sequence of B generators, one per sample: sample i's noise comes only from generator i, so an image depends on its
-  own latent and its own generator, not on the batch it was rendered in.
-
-Pass CPU generators (`torch.Generator().manual_seed(seed)`): noise is drawn on the generator's device in float32 and
-then moved to the activations' device and dtype, so a seed gives the same image on every device.
-"""
+from studio.models.noise import NoiseSource, draw_noise
 
 # Channels per resolution as multiples of ngf (reference `nfc_multi`); the init layer uses the entry for 2.
 CHANNEL_MULTIPLIERS: dict[int, float] = {
@@ -91,20 +79,6 @@ def normalize_2nd_moment(z: Tensor, eps: float = 1e-8) -> Tensor:
     return z * (z.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
-def draw_noise(like: Tensor, source: NoiseSource) -> Tensor:
-    """A (B, 1, H, W) standard-normal map for (B, C, H, W) activations `like`, on their device and dtype."""
-    batch, _, height, width = like.shape
-    if source is None:
-        noise = torch.randn(batch, 1, height, width)
-    elif isinstance(source, torch.Generator):
-        noise = torch.randn(batch, 1, height, width, generator=source, device=source.device)
-    else:
-        if len(source) != batch:
-            raise ValueError(f"got {len(source)} noise generators for a batch of {batch}; pass one per sample")
-        noise = torch.cat([torch.randn(1, 1, height, width, generator=g, device=g.device).cpu() for g in source])
-    return noise.to(device=like.device, dtype=like.dtype)
-
-
 def _sn_conv(in_channels: int, out_channels: int, kernel_size: int, *, bias: bool = False) -> nn.Conv2d:
     """Spectral-normalised conv, stride 1, 'same' padding for odd kernels and none for the 4x4 excitation kernel."""
     padding = kernel_size // 2 if kernel_size % 2 else 0
@@ -119,7 +93,7 @@ class NoiseInjection(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor, noise_generator: NoiseSource = None) -> Tensor:
-        return x + self.weight * draw_noise(x, noise_generator)
+        return x + self.weight * draw_noise(x, noise_generator, global_rng_on_cpu=True)
 
 
 class InitLayer(nn.Module):
