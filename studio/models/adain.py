@@ -23,12 +23,14 @@ class AdaINDecoder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # fmt: off
         self.layers = nn.Sequential(
             *_conv(512, 256), _upsample(),  # relu4_1 -> relu3_1 resolution
             *_conv(256, 256), *_conv(256, 256), *_conv(256, 256), *_conv(256, 128), _upsample(),  # -> relu2_1
             *_conv(128, 128), *_conv(128, 64), _upsample(),  # -> relu1_1
             *_conv(64, 64), *_conv(64, 3, relu=False),
         )
+        # fmt: on
 
     def forward(self, features: Tensor) -> Tensor:
         return self.layers(features)
