@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from studio.api import MAX_SEED, GenerationResult, Studio, read_png_settings
-from studio.registry import DEFAULT_GENERATOR, HubFile, ModelSpec, PackageFile, UrlFile
+from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, cached_path
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,17 @@ DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 MAX_UI_BATCH = 8
 MAX_WALK_FRAMES_UI = 600
+STYLE_SLOTS = 3
+STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
+ADAIN_MODELS = ("adain-encoder", "adain-decoder")
+STYLIZE_METADATA_KEY = "gan-art-studio-stylize"
 DEFAULT_SEED = 7
+# (photo, painting) pairs offered as one-click examples; the files and their credits are in studio/assets/examples
+EXAMPLE_PAIRS = (
+    ("chelsea.jpg", "woman_with_hat_matisse.jpg"),
+    ("astronaut.jpg", "mondrian_cropped.jpg"),
+    ("coffee.jpg", "woman_with_hat_matisse.jpg"),
+)
 # Per-event concurrency, sized for one GPU or two CPU cores: generation is cheap, style transfer and walks are not.
 CONCURRENCY = {"generate": 2, "stylize": 1, "stylize-preview": 1, "walk": 1, "weights": 1}
 QUEUE_MAX_SIZE = 64
@@ -418,6 +429,184 @@ class StudioUI:
         seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
         return gr.update(choices=seeds, value=seeds[:4] if len(seeds) > 1 else [])
 
+    # Stylize tab
+
+    def stylize(
+        self,
+        content: str | None,
+        style_1: str | None,
+        weight_1: Any,
+        style_2: str | None,
+        weight_2: Any,
+        style_3: str | None,
+        weight_3: Any,
+        method: str,
+        strength: Any,
+        preserve_color: str,
+        size: Any,
+        steps: Any,
+        mask: str | None,
+        seed: Any,
+        request: gr.Request = None,  # type: ignore[assignment]
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[str, str, str]:
+        """Restyle a photo like one to three paintings (Gatys optimisation or AdaIN).
+
+        Returns the picture (a PNG that carries its settings), the same file for download and a summary.
+        """
+        started = time.perf_counter()
+        arguments = self._stylize_arguments(
+            content,
+            (style_1, style_2, style_3),
+            (weight_1, weight_2, weight_3),
+            method,
+            strength,
+            preserve_color,
+            size,
+            steps,
+            mask,
+            seed,
+        )
+        self._ensure_style_weights(arguments["method"], progress)
+        progress(0, desc="Stylizing")
+        with self._stoppable(request, "stylize", progress, "steps") as on_progress:
+            result = self.studio.stylize(**arguments, on_progress=on_progress)  # type: ignore[attr-defined]
+        path = self._save_stylized(result, arguments)
+        return path, path, self._stylize_info(result, arguments, time.perf_counter() - started)
+
+    def stylize_preview(
+        self,
+        content: str | None,
+        style_1: str | None,
+        weight_1: Any,
+        style_2: str | None,
+        weight_2: Any,
+        style_3: str | None,
+        weight_3: Any,
+        method: str,
+        strength: Any,
+        preserve_color: str,
+        size: Any,
+        steps: Any,
+        mask: str | None,
+        seed: Any,
+    ) -> tuple[Any, str]:
+        """A fast low-resolution AdaIN preview while sliders move; quietly skipped when it cannot run."""
+        if not content or not any((style_1, style_2, style_3)):
+            return gr.update(), ""
+        arguments = self._stylize_arguments(
+            content,
+            (style_1, style_2, style_3),
+            (weight_1, weight_2, weight_3),
+            method,
+            strength,
+            preserve_color,
+            size,
+            steps,
+            mask,
+            seed,
+        )
+        arguments["method"] = "adain"  # previews are always the fast feed-forward method
+        try:
+            result = self.studio.stylize(**arguments, preview=True)  # type: ignore[attr-defined]
+        except (WeightsUnavailable, WeightsIntegrityError):
+            return gr.update(), (
+                "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
+                "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
+            )
+        path = self.outputs.path("preview", ".png")
+        result.image.save(path, format="PNG")
+        return str(
+            path
+        ), f"Preview ({result.image.width}×{result.image.height}, AdaIN) · press **Stylize** for the full picture"
+
+    def _stylize_arguments(
+        self,
+        content: str | None,
+        styles: tuple[str | None, ...],
+        weights: tuple[Any, ...],
+        method: str,
+        strength: Any,
+        preserve_color: str,
+        size: Any,
+        steps: Any,
+        mask: str | None,
+        seed: Any,
+    ) -> dict[str, Any]:
+        if not content:
+            raise ValueError("upload (or take) a photo to stylize first")
+        chosen = [
+            (style, _number(weight, f"style {index + 1} weight"))
+            for index, (style, weight) in enumerate(zip(styles, weights, strict=True))
+            if style
+        ]
+        if not chosen:
+            raise ValueError("add at least one style picture (a painting to borrow the style from)")
+        if method not in ("gatys", "adain"):
+            raise ValueError(f"method must be gatys or adain, got {method!r}")
+        return {
+            "content": content,
+            "styles": [style for style, _ in chosen],
+            "style_weights": [weight for _, weight in chosen],
+            "method": method,
+            "strength": _number(strength, "strength"),
+            "preserve_color": preserve_color or "none",
+            "size": _whole(size, "size", 16, 4096),
+            "steps": _whole(steps, "steps", 1, 5000),
+            "mask": mask or None,
+            "seed": _whole(seed if seed not in (None, "") else 0, "seed", 0, MAX_SEED),
+        }
+
+    def _ensure_style_weights(self, method: str, progress: Any) -> None:
+        for name in ADAIN_MODELS if method == "adain" else (DEFAULT_VGG,):
+            self.ensure_weights(name, progress)
+
+    def _save_stylized(self, result: Any, arguments: dict[str, Any]) -> str:
+        """A PNG whose text chunks say how it was made (file names of the inputs, not their pixels)."""
+        from PIL import PngImagePlugin
+
+        settings = dict(getattr(result, "settings", {}) or {})
+        described = {
+            **{key: value for key, value in arguments.items() if key not in ("content", "styles", "mask")},
+            "content": Path(arguments["content"]).name,
+            "styles": [Path(style).name for style in arguments["styles"]],
+            "mask": Path(arguments["mask"]).name if arguments["mask"] else None,
+            **{
+                key: value for key, value in settings.items() if isinstance(value, (str, int, float, bool, type(None)))
+            },
+        }
+        info = PngImagePlugin.PngInfo()
+        info.add_text(STYLIZE_METADATA_KEY, json.dumps(described, sort_keys=True, default=str))
+        info.add_text("Software", "GAN Art Studio")
+        info.add_text("Description", f"{arguments['method']} style transfer of {described['content']}")
+        path = self.outputs.path(f"stylized-{arguments['method']}", ".png")
+        result.image.save(path, format="PNG", pnginfo=info)
+        return str(path)
+
+    @staticmethod
+    def _stylize_info(result: Any, arguments: dict[str, Any], seconds: float) -> str:
+        image = result.image
+        styles = ", ".join(
+            f"{Path(style).name} ({weight:g})"
+            for style, weight in zip(arguments["styles"], arguments["style_weights"], strict=True)
+        )
+        parts = [f"**{arguments['method']}**", f"styles {styles}", f"strength {arguments['strength']:g}"]
+        if arguments["method"] == "gatys":
+            parts.append(f"{arguments['steps']} steps")
+        if arguments["preserve_color"] != "none":
+            parts.append(f"colour kept ({arguments['preserve_color']})")
+        parts.append(f"{image.width}×{image.height}")
+        parts.append(f"{getattr(result, 'seconds', seconds):.1f} s")
+        return " · ".join(parts) + "  \nThe PNG carries these settings."
+
+    def send_to_stylize(self, state: dict | None) -> tuple[Any, Any]:
+        """The selected (or first) artwork becomes the photo to stylize."""
+        paths = (state or {}).get("paths") or []
+        if not paths:
+            raise ValueError("generate an artwork first")
+        index = min(int((state or {}).get("selected", 0)), len(paths) - 1)
+        return paths[index], gr.Tabs(selected="stylize")
+
     def send_to_walk(
         self, keyframes: list[str] | None, state: dict | None, model: str, psi: Any, class_name: str | None
     ) -> tuple[Any, ...]:
@@ -700,6 +889,119 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
                 generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
 
+            with gr.Tab("Stylize", id="stylize"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=320):
+                        with gr.Row():
+                            content = UploadedImage(
+                                label="Photo (content)",
+                                type="filepath",
+                                sources=["upload", "webcam", "clipboard"],
+                                height=240,
+                                elem_id="stylize-content",
+                            )
+                            style_weights = []
+                            style_1 = UploadedImage(
+                                label="Style (a painting)",
+                                type="filepath",
+                                sources=["upload", "clipboard"],
+                                height=240,
+                                elem_id="stylize-style-1",
+                            )
+                        with gr.Accordion("Blend more styles", open=False):
+                            with gr.Row():
+                                style_2 = UploadedImage(
+                                    label="Style 2", type="filepath", sources=["upload", "clipboard"], height=160
+                                )
+                                style_3 = UploadedImage(
+                                    label="Style 3", type="filepath", sources=["upload", "clipboard"], height=160
+                                )
+                            with gr.Row():
+                                for index in range(STYLE_SLOTS):
+                                    style_weights.append(
+                                        gr.Slider(
+                                            0.0,
+                                            1.0,
+                                            value=1.0,
+                                            step=0.05,
+                                            label=f"Weight of style {index + 1}",
+                                            buttons=[],
+                                        )
+                                    )
+                            mask = UploadedImage(
+                                label="Mask: white areas take style 1, black areas style 2 (optional)",
+                                type="filepath",
+                                sources=["upload"],
+                                height=160,
+                            )
+                        method = gr.Radio(STYLE_METHODS, value="gatys", label="Method", elem_id="stylize-method")
+                        strength = gr.Slider(
+                            0.0,
+                            1.0,
+                            value=0.8,
+                            step=0.05,
+                            label="Strength",
+                            info="how much of the style: AdaIN's alpha, Gatys' style/content balance",
+                            elem_id="stylize-strength",
+                        )
+                        preserve_color = gr.Radio(
+                            [
+                                ("keep style colours", "none"),
+                                ("keep photo colours (luminance)", "luminance"),
+                                ("match photo palette (histogram)", "histogram"),
+                            ],
+                            value="none",
+                            label="Colour",
+                        )
+                        with gr.Row():
+                            stylize_size = gr.Slider(
+                                64,
+                                1024,
+                                value=256,
+                                step=32,
+                                label="Size",
+                                info="long side, px",
+                                elem_id="stylize-size",
+                            )
+                            stylize_steps = gr.Slider(
+                                1,
+                                1000,
+                                value=100,
+                                step=1,
+                                label="Steps",
+                                info="Gatys only",
+                                elem_id="stylize-steps",
+                            )
+                        stylize_seed = gr.Number(value=0, label="Seed", step=1, visible=False)
+                        with gr.Row():
+                            stylize_button = gr.Button("Stylize", variant="primary", elem_id="stylize-button")
+                            stylize_stop = gr.Button("Stop", variant="stop", elem_id="stylize-stop")
+                    with gr.Column(scale=3, min_width=360):
+                        stylized = gr.Image(
+                            label="Stylized",
+                            type="filepath",
+                            interactive=False,
+                            height=520,
+                            elem_id="stylized",
+                            format="png",
+                        )
+                        stylize_info = gr.Markdown(label="Summary", elem_classes="studio-info", elem_id="stylize-info")
+                        stylize_download = gr.DownloadButton(
+                            "⬇ PNG with settings", variant="secondary", size="sm", elem_id="stylize-download"
+                        )
+                        pairs = [
+                            [str(EXAMPLES / photo), str(EXAMPLES / painting)]
+                            for photo, painting in EXAMPLE_PAIRS
+                            if (EXAMPLES / photo).is_file() and (EXAMPLES / painting).is_file()
+                        ]
+                        if pairs:
+                            gr.Examples(
+                                pairs,
+                                inputs=[content, style_1],
+                                label="Try a pairing (public-domain pictures; credits in the Models tab)",
+                                elem_id="pairing-examples",
+                            )
+
             with gr.Tab("Latent walk", id="walk"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
@@ -919,7 +1221,70 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             api_visibility="private",
         )
 
-        del to_stylize  # wired once the Stylize tab exists
+        # --- Stylize events ---
+        stylize_inputs = [
+            content,
+            style_1,
+            style_weights[0],
+            style_2,
+            style_weights[1],
+            style_3,
+            style_weights[2],
+            method,
+            strength,
+            preserve_color,
+            stylize_size,
+            stylize_steps,
+            mask,
+            stylize_seed,
+        ]
+        stylize_event = stylize_button.click(
+            _gpu(180)(_friendly_errors(ui.stylize)),
+            stylize_inputs,
+            [stylized, stylize_download, stylize_info],
+            api_name="stylize",
+            api_description="Restyle a photo: content image, up to three style images each with a weight, method "
+            "(gatys | adain), strength 0..1, preserve_color (none | luminance | histogram), size (long side px), "
+            "steps (Gatys), optional mask (white = style 1, black = style 2) and seed. Returns the PNG (with its "
+            "settings), the same file and a summary.",
+            concurrency_id="stylize",
+            concurrency_limit=CONCURRENCY["stylize"],
+        )
+        stylize_stop.click(
+            ui.stop("stylize"), None, None, cancels=[stylize_event], api_name="stop_stylize", queue=False
+        )
+        preview_fn = _gpu(30)(_friendly_errors(ui.stylize_preview))
+        for index, slider in enumerate((strength, *style_weights)):
+            slider.release(
+                preview_fn,
+                stylize_inputs,
+                [stylized, stylize_info],
+                api_name=f"stylize_preview_{index}",
+                api_visibility="undocumented",
+                trigger_mode="always_last",
+                show_progress="minimal",
+                concurrency_id="stylize-preview",
+                concurrency_limit=CONCURRENCY["stylize-preview"],
+            )
+        preserve_color.input(
+            preview_fn,
+            stylize_inputs,
+            [stylized, stylize_info],
+            api_name="stylize_preview_colour",
+            api_visibility="undocumented",
+            trigger_mode="always_last",
+            show_progress="minimal",
+            concurrency_id="stylize-preview",
+            concurrency_limit=CONCURRENCY["stylize-preview"],
+        )
+        to_stylize.click(
+            _friendly_errors(ui.send_to_stylize),
+            generate_state,
+            [content, tabs],
+            api_name="send_to_stylize",
+            queue=False,
+            api_visibility="private",
+        )
 
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
     return demo

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -33,6 +33,32 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+class ObservedStudio(Studio):
+    """The real Studio, plus a record of how each long job ended (tests check that cancelling stops the work)."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self.endings: list[tuple[str, str]] = []
+
+    def _observed(self, kind: str, call: Callable[[], object]) -> object:
+        try:
+            result = call()
+        except BaseException as error:
+            self.endings.append((kind, type(error).__name__))
+            raise
+        self.endings.append((kind, "finished"))
+        return result
+
+    def stylize(self, **options: object):  # type: ignore[override]
+        return self._observed("stylize", lambda: super(ObservedStudio, self).stylize(**options))
+
+    def walk(self, **options: object):  # type: ignore[override]
+        return self._observed("walk", lambda: super(ObservedStudio, self).walk(**options))
+
+
+STUDIO = ObservedStudio(device="cpu")
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app on a free local port, launched once for the module, offline, on CPU."""
@@ -44,7 +70,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     patch.setenv("STUDIO_WEIGHTS_DIR", str(root / "weights"))
     patch.setenv("STUDIO_OUTPUT_DIR", str(root / "outputs"))
     patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_demo(Studio(device="cpu"))
+    demo = build_demo(STUDIO)
     port = _free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
     try:
@@ -370,3 +396,171 @@ def test_cancelling_a_walk_stops_the_render(client: Client) -> None:
     assert not partial[0].exists(), "the walk kept rendering after the job was cancelled"
     assert not [path for path in outputs.glob("walk-*-1-2-3-4-*.mp4") if path not in before]
     assert _walk(client, frames=4)[2]  # the server (and the walk's concurrency slot) is free again
+
+
+# --- Stylize --------------------------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "studio" / "assets" / "examples"
+PHOTO = str(EXAMPLES / "chelsea.jpg")
+PAINTING = str(EXAMPLES / "woman_with_hat_matisse.jpg")
+
+
+def _stylize(client: Client, content: str | None = PHOTO, styles: tuple[str | None, ...] = (PAINTING,), *,
+             weights: tuple[float, ...] = (1.0, 1.0, 1.0), method: str = "gatys", strength: float = 0.8,
+             preserve_color: str = "none", size: int = 64, steps: int = 4, mask: str | None = None,
+             seed: int = 0) -> tuple:  # fmt: skip
+    slots = [handle_file(style) if style else None for style in (*styles, None, None, None)[:3]]
+    return client.predict(
+        handle_file(content) if content else None,
+        slots[0], weights[0], slots[1], weights[1], slots[2], weights[2],
+        method, strength, preserve_color, size, steps, handle_file(mask) if mask else None, seed,
+        api_name="/stylize",
+    )  # fmt: skip
+
+
+def test_stylize_gatys_returns_a_png_with_its_settings(client: Client) -> None:
+    image, download, summary = _stylize(client, size=64, steps=4)
+    with Image.open(image) as picture:
+        assert picture.format == "PNG" and picture.size == (64, 43)  # chelsea is 451x300: long side 64
+        settings = json.loads(picture.text["gan-art-studio-stylize"])
+    assert settings["method"] == "gatys" and settings["steps"] == 4 and settings["styles"] == [Path(PAINTING).name]
+    assert Path(download).read_bytes() == Path(image).read_bytes()
+    assert "gatys" in summary and "64×43" in summary
+    photo = np.asarray(Image.open(PHOTO).convert("RGB").resize((64, 43)), dtype=np.int16)
+    assert np.abs(_pixels(image) - photo).mean() > 1  # four steps from the photo already move it
+
+
+def test_stylize_adain_offline_says_how_to_get_the_weights(client: Client) -> None:
+    with pytest.raises(AppError, match="adain-encoder is not cached.*weights fetch adain-encoder"):
+        _stylize(client, method="adain")
+
+
+def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -> None:
+    image, note = client.predict(
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 4, None, 0,
+        api_name="/stylize_preview_0",
+    )  # fmt: skip
+    assert image == {"__type__": "update"}  # the picture on show stays as it is
+    assert "AdaIN" in note and "weights fetch adain-encoder adain-decoder" in note
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"content": None}, "upload .* a photo"),
+        ({"styles": ()}, "at least one style picture"),
+        ({"size": 8}, "less than minimum"),
+        ({"mask": PAINTING}, "masks are an AdaIN feature"),
+        ({"weights": (0.0, 1.0, 1.0)}, "weights sum to zero"),
+    ],
+)
+def test_bad_stylize_input_gives_a_message(client: Client, arguments: dict, expected: str) -> None:
+    with pytest.raises(AppError, match=expected):
+        _stylize(client, **arguments)
+
+
+def _bad_images(folder: Path) -> list[tuple[Path, str]]:
+    text = folder / "notes.jpg"
+    text.write_text("this is not an image, just a text file with a .jpg name")
+    huge = folder / "huge.png"
+    huge.write_bytes(huge_png_header(20000, 20000))
+    truncated = folder / "cut.jpg"
+    truncated.write_bytes(Path(PAINTING).read_bytes()[:2000])
+    return [(text, "not an image"), (huge, "too large|megapixels"), (truncated, "truncated|corrupt")]
+
+
+def test_bad_uploads_give_messages_and_the_server_keeps_serving(client: Client, tmp_path: Path) -> None:
+    for bad, expected in _bad_images(tmp_path):
+        for role in ("content", "style"):
+            arguments = {"content": str(bad)} if role == "content" else {"styles": (str(bad),)}
+            with pytest.raises(AppError, match=expected) as caught:
+                _stylize(client, **arguments)
+            assert "Traceback" not in str(caught.value)
+    assert _generate(client, seed=9)[3] == 9
+
+
+def _upload_raw(app_url: str, path: str) -> str:
+    with open(path, "rb") as stream:
+        response = httpx.post(f"{app_url}gradio_api/upload", files={"files": (Path(path).name, stream)})
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def test_nan_stylize_sliders_give_a_message(app_url: str) -> None:
+    photo = json.dumps({"path": _upload_raw(app_url, PHOTO), "meta": {"_type": "gradio.FileData"}})
+    for position, expected in ((8, "strength must be a finite number"), (2, "style 1 weight must be a finite")):
+        values = [photo, photo, 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 4, None, 0]
+        values[position] = "NaN"
+        body = "{" + '"data": [' + ", ".join(v if isinstance(v, str) and v.startswith(("{", "N")) else
+                                          json.dumps(v) for v in values) + "]}"  # fmt: skip
+        kind, payload = call_raw(app_url, "stylize", body)
+        assert kind == "error" and expected in payload["error"], payload
+
+
+# --- many visitors at once ------------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_eight_clients_at_once_all_get_right_answers(app_url: str, client: Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _stylize(client, size=64, steps=2)  # models warm: what follows measures the requests, not the first loads
+    before = _rss_bytes()
+
+    def visit(index: int) -> tuple[str, object]:
+        visitor = Client(app_url, verbose=False, analytics_enabled=False)
+        if index % 4 == 3:
+            return "stylize", _stylize(visitor, size=64, steps=3)
+        return "generate", _generate(visitor, seed=100 + index, batch=2)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(visit, range(8)))
+    elapsed = time.perf_counter() - started
+    grown = _rss_bytes() - before
+    stylized = []
+    for index, (kind, answer) in enumerate(answers):
+        if kind == "generate":
+            gallery, _, _, first = answer
+            assert first == 100 + index and [item["caption"] for item in gallery] == [
+                f"seed {100 + index}", f"seed {101 + index}"
+            ]  # fmt: skip
+            assert read_png_settings(gallery[1]["image"]).seeds == (101 + index,)
+        else:
+            stylized.append(_pixels(answer[0]))
+    assert len(stylized) == 2
+    np.testing.assert_array_equal(stylized[0], stylized[1])  # same request, same picture, even under load
+    assert grown < 400 * 2**20, f"RSS grew by {grown / 2**20:.0f} MB serving 8 requests"
+    print(f"8 concurrent requests: {elapsed:.1f} s, RSS +{grown / 2**20:.0f} MB")
+
+
+def test_cancelling_a_style_transfer_stops_the_optimisation(client: Client) -> None:
+    job = client.submit(
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.8, "none", 256, 1000, None, 0,
+        api_name="/stylize",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        unit.length for unit in (job.status().progress_data or [])
+    ):  # fmt: skip
+        time.sleep(0.05)
+    assert any(unit.length for unit in (job.status().progress_data or [])), "the optimisation never started"
+    endings = len(STUDIO.endings)
+    job.cancel()
+    # 1000 steps at 256 px take minutes here: ending within seconds, by `Cancelled`, means the stop reached the loop
+    deadline = time.monotonic() + 30
+    while len(STUDIO.endings) == endings and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert STUDIO.endings[endings:] == [("stylize", "Cancelled")]
+    image, _, _ = _stylize(client, size=64, steps=2)  # and the next one runs
+    assert Image.open(image).size == (64, 43)

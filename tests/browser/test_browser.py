@@ -122,7 +122,36 @@ def test_download_is_the_png_with_its_settings(page, tmp_path: Path) -> None:
     assert 0.2 <= settings.psi <= 0.4 and settings.directions.get(0, 0) > 2
 
 
+def _set_number(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_send_to_stylize_and_stylize_an_example(page) -> None:
+    page.locator("#to-stylize").click()  # the selected artwork (seed 125) becomes the photo
+    page.get_by_role("tab", name="Stylize", selected=True).wait_for()
+    page.locator("#stylize-content img").wait_for()
+    page.get_by_text("Try a pairing").wait_for()
+    page.locator("#pairing-examples tr.tr-body").first.click()  # Chelsea the cat + Matisse
+    page.wait_for_function(
+        "() => (document.querySelector('#stylize-style-1 img')?.getAttribute('src') || '').includes('matisse')"
+    )
+    _set_number(page, "stylize-size", "96")
+    _set_number(page, "stylize-steps", "5")
+    page.locator("#stylize-button").click()
+    page.wait_for_function(
+        "() => document.querySelector('#stylize-info')?.innerText.includes('5 steps')", timeout=120_000
+    )
+    picture = page.locator("#stylized img")
+    picture.wait_for()
+    assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96
+    _assert_no_error_toast(page)
+    page.screenshot(path=str(ARTIFACTS / "stylize.png"), full_page=True)
+
+
 def test_send_keyframes_and_play_a_short_walk(page) -> None:
+    page.get_by_role("tab", name="Generate").click()
     page.locator("#to-walk").click()  # the ticked seeds (the first four on show) become the walk's keyframes
     seeds = page.locator("#walk-seeds textarea, #walk-seeds input").first
     page.wait_for_function(
