@@ -33,7 +33,7 @@ def _first_image_src(page) -> str:
 
 
 def _assert_no_error_toast(page) -> None:
-    toasts = page.locator(".toast-body.error, [data-testid='toast-body'].error")
+    toasts = page.locator(".toast-message-item.error, .toast-title.error")
     assert toasts.count() == 0, toasts.all_inner_texts()
     assert not page.studio_errors, page.studio_errors
 
@@ -69,6 +69,7 @@ def test_generate_button_renders_the_seed_asked_for(page) -> None:
     captions = page.locator("#generate-gallery").inner_text()
     assert "seed 123" in captions and "seed 130" in captions
     _assert_no_error_toast(page)
+    page.mouse.move(5, 5)  # no hover highlight in the picture
     page.wait_for_timeout(300)  # let the thumbnails paint
     page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
     if os.environ.get("STUDIO_UPDATE_SCREENSHOT") == "1":
@@ -93,7 +94,7 @@ def test_moving_the_truncation_slider_rerenders(page) -> None:
         " return img && img.getAttribute('src') !== before; }",
         arg=before,
     )
-    page.wait_for_function("() => /ψ 0\\.[0-9]/.test(document.querySelector('#generate-info').innerText)")
+    page.wait_for_function("() => /ψ 0\\.[0-9]/.test(document.querySelector('#generate-info')?.innerText)")
     psi = float(re.search(r"ψ ([0-9.]+)", _summary(page)).group(1))
     assert 0.2 <= psi <= 0.4
     assert "seeds 123" in _summary(page)  # same seeds, new truncation
@@ -106,7 +107,7 @@ def test_moving_a_direction_slider_rerenders(page) -> None:
     page.wait_for_function(
         "(before) => document.querySelector('#generate-gallery img')?.getAttribute('src') !== before", arg=before
     )
-    page.wait_for_function("() => document.querySelector('#generate-info').innerText.includes('directions 1:')")
+    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('directions 1:')")
     _assert_no_error_toast(page)
 
 
@@ -155,7 +156,7 @@ def test_send_keyframes_and_play_a_short_walk(page) -> None:
     page.locator("#to-walk").click()  # the ticked seeds (the first four on show) become the walk's keyframes
     seeds = page.locator("#walk-seeds textarea, #walk-seeds input").first
     page.wait_for_function(
-        "() => document.querySelector('#walk-seeds textarea, #walk-seeds input').value === '123, 124, 125, 126'"
+        "() => document.querySelector('#walk-seeds textarea, #walk-seeds input')?.value === '123, 124, 125, 126'"
     )
     assert seeds.input_value() == "123, 124, 125, 126"
     frames = page.locator("#walk-frames input[type=number]")
@@ -164,11 +165,11 @@ def test_send_keyframes_and_play_a_short_walk(page) -> None:
     page.locator("#walk-button").click()
     video = page.locator("#walk-video video")
     video.wait_for(timeout=90_000)
-    page.wait_for_function("() => document.querySelector('#walk-info').innerText.includes('12 frames')")
+    page.wait_for_function("() => document.querySelector('#walk-info')?.innerText.includes('12 frames')")
     # the browser decodes and plays it: enough data for the current frame, and the clock moves
-    page.wait_for_function("() => document.querySelector('#walk-video video').readyState >= 2")
+    page.wait_for_function("() => document.querySelector('#walk-video video')?.readyState >= 2")
     page.evaluate("() => { const v = document.querySelector('#walk-video video'); v.muted = true; return v.play(); }")
-    page.wait_for_function("() => document.querySelector('#walk-video video').currentTime > 0.1")
+    page.wait_for_function("() => document.querySelector('#walk-video video')?.currentTime > 0.1")
     assert page.evaluate("() => document.querySelector('#walk-video video').videoWidth") == 256
     _assert_no_error_toast(page)
     page.screenshot(path=str(ARTIFACTS / "walk.png"), full_page=True)
