@@ -78,7 +78,7 @@ CSS = """
 #studio-header h1 { margin-bottom: 0.1em; }
 #studio-header p { margin-top: 0; opacity: 0.8; }
 .studio-info { min-height: 1.5em; }
-#models-table table, #models-table td, #models-table th { font-family: var(--font); }
+#models-table, #models-table * { font-family: var(--font) !important; }
 footer { opacity: 0.7; }
 """
 
@@ -102,11 +102,19 @@ def launch_options() -> dict[str, Any]:
 # --- small helpers ------------------------------------------------------------------------------------------------
 
 
-def _gpu(duration: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`spaces.GPU(duration=...)` on Hugging Face ZeroGPU; a no-op everywhere else."""
+def _spaces_module() -> Any | None:
+    """The Hugging Face `spaces` package when it is installed (on Spaces), else None."""
     try:
         import spaces  # type: ignore[import-not-found]
     except ImportError:
+        return None
+    return spaces
+
+
+def _gpu(duration: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`spaces.GPU(duration=...)` on Hugging Face ZeroGPU; a no-op everywhere else."""
+    spaces = _spaces_module()
+    if spaces is None:
         return lambda fn: fn
     return spaces.GPU(duration=duration)
 
@@ -764,7 +772,8 @@ class StudioUI:
         rows = []
         for spec in self.studio.models():
             source = spec.sources[0] if spec.sources else None
-            status = "✅ ready" if is_cached(spec) else f"⬇ {_megabytes(getattr(source, 'size', None))}"
+            size = getattr(source, "size", None)
+            status = "✅ ready" if is_cached(spec) else (f"⬇ {_megabytes(size)}" if size else "⬇ download")
             rows.append([spec.name, spec.kind, status, spec.description, spec.license])
         return rows
 
@@ -785,7 +794,8 @@ class StudioUI:
             lines.append(f"| {spec.name} | {spec.credit or '-'} | {spec.license or '-'} | {source} |")
         credits_file = EXAMPLES / "CREDITS.md"
         if credits_file.is_file():
-            text = credits_file.read_text(encoding="utf-8").replace("# Example images", "### Example images", 1)
+            text = credits_file.read_text(encoding="utf-8").replace("\n## ", "\n#### ")
+            text = text.replace("# Example images", "### Example images", 1)
             lines += ["", text]
         return "\n".join(lines)
 
@@ -796,6 +806,11 @@ class StudioUI:
 def build_demo(studio: Studio | None = None) -> gr.Blocks:
     """The whole app. `studio` defaults to a new `Studio()` (device from STUDIO_DEVICE, else CUDA when present)."""
     ui = StudioUI(studio or Studio())
+    if _spaces_module() is not None:
+        # ZeroGPU runs each @spaces.GPU call in a forked worker: models loaded here are inherited by every call
+        # instead of being loaded again inside each one. Only the offline models; Hub ones load on first use.
+        for name in (DEFAULT_GENERATOR, DEFAULT_VGG):
+            ui.studio.load(name)
     generators = ui.generator_choices()
     generator_names = [value for _, value in generators]
     default_model = DEFAULT_GENERATOR if DEFAULT_GENERATOR in generator_names else generator_names[0]
@@ -813,7 +828,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
                         model = gr.Dropdown(generators, value=default_model, label="Model", interactive=True)
-                        model_info = gr.Markdown(ui.model_summary(default_spec), elem_classes="studio-info")
+                        model_info = gr.Markdown(
+                            ui.model_summary(default_spec), label="About the model", elem_classes="studio-info"
+                        )
                         with gr.Row(equal_height=True):
                             seed = gr.Number(value=DEFAULT_SEED, label="Seed", step=1, scale=3, elem_id="seed")
                             dice = gr.Button("🎲 Random seed", scale=2, min_width=120, elem_id="dice")
@@ -929,7 +946,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                         )
                                     )
                             mask = UploadedImage(
-                                label="Mask: white areas take style 1, black areas style 2 (optional)",
+                                label="Mask for two styles (AdaIN): white areas take style 1, black areas style 2",
                                 type="filepath",
                                 sources=["upload"],
                                 height=160,
@@ -1070,6 +1087,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 )
                 models_table = gr.Dataframe(
                     ui.models_table(),
+                    label="Models",
+                    show_label=False,
                     elem_id="models-table",
                     max_height=720,
                     headers=["model", "kind", "weights", "what", "licence"],
@@ -1084,7 +1103,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=200):
                         fetch_button = gr.Button("Fetch and verify weights", variant="primary")
                         refresh_button = gr.Button("Refresh the list", variant="secondary", size="sm")
-                fetch_info = gr.Markdown()
+                fetch_info = gr.Markdown(label="Fetch result", elem_id="fetch-info")
                 with gr.Accordion("Credits and licences", open=False):
                     gr.Markdown(ui.credits())
 
