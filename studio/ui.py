@@ -555,7 +555,8 @@ class StudioUI:
         return {
             "content": content,
             "styles": [style for style, _ in chosen],
-            "style_weights": [weight for _, weight in chosen],
+            # with a mask the mask decides where each style goes: the weights do not apply
+            "style_weights": None if mask else [weight for _, weight in chosen],
             "method": method,
             "strength": _number(strength, "strength"),
             "preserve_color": preserve_color or "none",
@@ -594,9 +595,10 @@ class StudioUI:
     @staticmethod
     def _stylize_info(result: Any, arguments: dict[str, Any], seconds: float) -> str:
         image = result.image
+        weights = arguments["style_weights"] or [None] * len(arguments["styles"])
         styles = ", ".join(
-            f"{Path(style).name} ({weight:g})"
-            for style, weight in zip(arguments["styles"], arguments["style_weights"], strict=True)
+            Path(style).name + (f" ({weight:g})" if weight is not None else "")
+            for style, weight in zip(arguments["styles"], weights, strict=True)
         )
         parts = [f"**{arguments['method']}**", f"styles {styles}", f"strength {arguments['strength']:g}"]
         if arguments["method"] == "gatys":

@@ -564,3 +564,76 @@ def test_cancelling_a_style_transfer_stops_the_optimisation(client: Client) -> N
     assert STUDIO.endings[endings:] == [("stylize", "Cancelled")]
     image, _, _ = _stylize(client, size=64, steps=2)  # and the next one runs
     assert Image.open(image).size == (64, 43)
+
+
+# --- AdaIN through the app (seeded random weights dropped into a weights folder: the real ones need the network) ----
+
+
+def _drop_random_adain_weights(folder: Path) -> None:
+    """Random AdaIN encoder/decoder checkpoints in the official layouts, where `weights/<name>/` is looked up."""
+    import torch
+
+    from studio.loader import ADAIN_ENCODER_CONV_INDICES, build_module, random_state_like
+    from studio.registry import builtin_models
+
+    models = builtin_models()
+    ours = random_state_like(build_module(models["adain-encoder"]), seed=1)
+    official = {"0.weight": ours["input_conv.weight"], "0.bias": ours["input_conv.bias"]}
+    convs = [key for key in ours if key.startswith("convs.") and key.endswith(".weight")]
+    for key, index in zip(convs, ADAIN_ENCODER_CONV_INDICES, strict=True):
+        official[f"{index}.weight"], official[f"{index}.bias"] = ours[key], ours[key.replace(".weight", ".bias")]
+    (folder / "adain-encoder").mkdir(parents=True)
+    torch.save(official, folder / "adain-encoder" / "vgg_normalised.pth")
+    decoder = random_state_like(build_module(models["adain-decoder"]), seed=2)
+    (folder / "adain-decoder").mkdir(parents=True)
+    torch.save(
+        {key.removeprefix("layers."): value for key, value in decoder.items()},
+        folder / "adain-decoder" / "decoder.pth",
+    )
+
+
+@pytest.fixture(scope="module")
+def adain_client(tmp_path_factory: pytest.TempPathFactory, app_url: str) -> Iterator[Client]:
+    """A second app whose studio finds AdaIN weights in its weights folder."""
+    folder = tmp_path_factory.mktemp("adain-weights")
+    _drop_random_adain_weights(folder)
+    demo = build_demo(Studio(device="cpu", weights_dir=folder))
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
+    finally:
+        demo.close()
+
+
+def test_adain_blends_two_styles_through_a_mask(adain_client: Client, tmp_path: Path) -> None:
+    mask = tmp_path / "mask.png"
+    half = np.zeros((64, 64), dtype=np.uint8)
+    half[:, 32:] = 255
+    Image.fromarray(half).save(mask)
+    mondrian = str(EXAMPLES / "mondrian_cropped.jpg")
+    image, _, summary = _stylize(
+        adain_client, styles=(PAINTING, mondrian), weights=(1.0, 1.0, 1.0), method="adain", size=96, mask=str(mask)
+    )
+    with Image.open(image) as picture:
+        assert picture.size == (96, 64)
+        settings = json.loads(picture.text["gan-art-studio-stylize"])
+    assert settings["method"] == "adain" and settings["mask"] == "mask.png" and len(settings["styles"]) == 2
+    assert "adain" in summary
+
+
+def test_adain_preview_renders_while_sliders_move(adain_client: Client) -> None:
+    image, note = adain_client.predict(
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 512, 100, None, 0,
+        api_name="/stylize_preview_0",
+    )  # fmt: skip
+    with Image.open(image) as picture:
+        assert max(picture.size) < 512  # a small, fast render whatever the size asked for the full one
+    assert note.startswith("Preview") and "AdaIN" in note
+
+
+def test_walk_styled_frame_by_frame(adain_client: Client) -> None:
+    plain, _ = _decode(_walk(adain_client, frames=4)[0])
+    styled, _ = _decode(_walk(adain_client, frames=4, style=PAINTING, strength=1.0)[0])
+    assert len(styled) == 4 and styled[0].shape == plain[0].shape
+    assert np.abs(styled[0] - plain[0]).mean() > 5

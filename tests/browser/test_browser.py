@@ -149,6 +149,13 @@ def test_send_to_stylize_and_stylize_an_example(page) -> None:
     assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96
     _assert_no_error_toast(page)
     page.screenshot(path=str(ARTIFACTS / "stylize.png"), full_page=True)
+    # letting go of the strength slider asks for a live preview; offline (no AdaIN weights) it says so quietly
+    _drag_slider(page, "stylize-strength", 0.4)
+    page.wait_for_function(
+        "() => document.querySelector('#stylize-info')?.innerText.includes('Live previews use AdaIN')"
+    )
+    assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96  # picture kept
+    _assert_no_error_toast(page)
 
 
 def test_send_keyframes_and_play_a_short_walk(page) -> None:
