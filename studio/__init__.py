@@ -8,10 +8,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["GenerationResult", "GenerationSettings", "Studio", "read_png_settings"]
+__all__ = [
+    "Cancelled",
+    "GenerationResult",
+    "GenerationSettings",
+    "Studio",
+    "StylizeResult",
+    "WalkResult",
+    "read_png_settings",
+]
 
 if TYPE_CHECKING:
-    from studio.api import GenerationResult, GenerationSettings, Studio, read_png_settings
+    from studio.api import (
+        Cancelled,
+        GenerationResult,
+        GenerationSettings,
+        Studio,
+        StylizeResult,
+        WalkResult,
+        read_png_settings,
+    )
 
 
 def __getattr__(name: str) -> Any:

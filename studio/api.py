@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin
 
 from studio import imaging
+from studio.ops.common import Cancelled  # re-exported: progress callbacks that return False raise it
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
     ProgressCallback,
@@ -109,12 +110,14 @@ class StylizeResult:
     settings: dict[str, Any]
     seconds: float
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save as PNG with the settings in a text chunk (JPEG/WebP by suffix, without them)."""
+    def save(self, path: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = None) -> Path:
+        """Save as PNG with the settings (and `inputs`, e.g. the input file names) in a text chunk;
+        JPEG/WebP by suffix, without them."""
         path = Path(path)
         if path.suffix.lower() in ("", ".png"):
             info = PngImagePlugin.PngInfo()
-            info.add_text(STYLIZE_METADATA_KEY, json.dumps(self.settings, sort_keys=True, default=str))
+            described = {**self.settings, **(inputs or {})}
+            info.add_text(STYLIZE_METADATA_KEY, json.dumps(described, sort_keys=True, default=str))
             info.add_text("Software", "GAN Art Studio")
             self.image.save(path, format="PNG", pnginfo=info)
         else:
@@ -202,6 +205,9 @@ class Studio:
     def load(self, name: str, *, progress: ProgressCallback | None = None) -> nn.Module:
         """The model on this studio's device, loaded once and cached."""
         key = (name, self.device, "float32")
+        module = self._modules.get(key)  # loaded models are served without waiting for a load in progress
+        if module is not None:
+            return module
         with self._lock:
             if key not in self._modules:
                 from studio.loader import load_model, resolve_weights
@@ -356,7 +362,6 @@ class Studio:
             raise ValueError(f"method must be 'gatys' or 'adain', got {method!r}")
         if mask is not None:
             raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
-        from studio.ops.common import Cancelled
         from studio.ops.style_transfer import GatysSettings, stylize_gatys
 
         steps = _check_whole(steps, "steps", 1, 5000)

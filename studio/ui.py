@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-from studio.api import MAX_SEED, GenerationResult, Studio, read_png_settings
+from studio.api import MAX_SEED, Cancelled, GenerationResult, Studio, read_png_settings
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, cached_path
 
@@ -52,7 +51,6 @@ MAX_WALK_FRAMES_UI = 600
 STYLE_SLOTS = 3
 STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
 ADAIN_MODELS = ("adain-encoder", "adain-decoder")
-STYLIZE_METADATA_KEY = "gan-art-studio-stylize"
 DEFAULT_SEED = 7
 # (photo, painting) pairs offered as one-click examples; the files and their credits are in studio/assets/examples
 EXAMPLE_PAIRS = (
@@ -65,12 +63,6 @@ CONCURRENCY = {"generate": 2, "stylize": 1, "stylize-preview": 1, "walk": 1, "we
 QUEUE_MAX_SIZE = 64
 # Files the app wrote are kept for the session's downloads; the oldest go once there are more than this many.
 KEEP_OUTPUTS = 400
-
-try:  # the studio's "stopped" exception (studio.api re-exports it from studio.ops.common)
-    from studio.api import Cancelled  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until the facade re-exports it
-    from studio.ops.common import Cancelled
-
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, WeightsUnavailable, WeightsIntegrityError)
 
@@ -572,25 +564,13 @@ class StudioUI:
 
     def _save_stylized(self, result: Any, arguments: dict[str, Any]) -> str:
         """A PNG whose text chunks say how it was made (file names of the inputs, not their pixels)."""
-        from PIL import PngImagePlugin
-
-        settings = dict(getattr(result, "settings", {}) or {})
-        described = {
-            **{key: value for key, value in arguments.items() if key not in ("content", "styles", "mask")},
+        inputs = {
             "content": Path(arguments["content"]).name,
             "styles": [Path(style).name for style in arguments["styles"]],
             "mask": Path(arguments["mask"]).name if arguments["mask"] else None,
-            **{
-                key: value for key, value in settings.items() if isinstance(value, (str, int, float, bool, type(None)))
-            },
         }
-        info = PngImagePlugin.PngInfo()
-        info.add_text(STYLIZE_METADATA_KEY, json.dumps(described, sort_keys=True, default=str))
-        info.add_text("Software", "GAN Art Studio")
-        info.add_text("Description", f"{arguments['method']} style transfer of {described['content']}")
         path = self.outputs.path(f"stylized-{arguments['method']}", ".png")
-        result.image.save(path, format="PNG", pnginfo=info)
-        return str(path)
+        return str(result.save(path, inputs=inputs))
 
     @staticmethod
     def _stylize_info(result: Any, arguments: dict[str, Any], seconds: float) -> str:

@@ -422,7 +422,7 @@ def test_stylize_gatys_returns_a_png_with_its_settings(client: Client) -> None:
     image, download, summary = _stylize(client, size=64, steps=4)
     with Image.open(image) as picture:
         assert picture.format == "PNG" and picture.size == (64, 43)  # chelsea is 451x300: long side 64
-        settings = json.loads(picture.text["gan-art-studio-stylize"])
+        settings = json.loads(picture.text["gan-art-studio:stylize"])
     assert settings["method"] == "gatys" and settings["steps"] == 4 and settings["styles"] == [Path(PAINTING).name]
     assert Path(download).read_bytes() == Path(image).read_bytes()
     assert "gatys" in summary and "64×43" in summary
@@ -617,7 +617,7 @@ def test_adain_blends_two_styles_through_a_mask(adain_client: Client, tmp_path: 
     )
     with Image.open(image) as picture:
         assert picture.size == (96, 64)
-        settings = json.loads(picture.text["gan-art-studio-stylize"])
+        settings = json.loads(picture.text["gan-art-studio:stylize"])
     assert settings["method"] == "adain" and settings["mask"] == "mask.png" and len(settings["styles"]) == 2
     assert "adain" in summary
 
