@@ -97,7 +97,7 @@ class GatysSettings:
     init: Literal["content", "noise"] = "content"
     seed: int = 0
     scales: int = 1
-    coarse_steps: int = 100
+    coarse_steps: int = 50
     style_scale: float = 1.0
     preserve_color: PreserveColor = "none"
     style_weights: tuple[float, ...] | None = None
@@ -151,6 +151,9 @@ def _check_layers(layers: LayerWeights, what: str) -> None:
 def gram_matrix(features: Tensor) -> Tensor:
     """(N, C, H, W) -> (N, C, C): channel co-activations averaged over positions, F F^T / (H W)."""
     n, c, h, w = features.shape
+    if c > 1 and features.is_contiguous(memory_format=torch.channels_last):
+        rows = features.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view, no copy
+        return torch.bmm(rows.transpose(1, 2), rows) / (h * w)
     flat = features.reshape(n, c, h * w)
     return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
 
@@ -270,6 +273,11 @@ def _normalised(layers: LayerWeights) -> dict[str, float]:
     return {name: weight for name, weight in merged.items() if weight > 0.0}
 
 
+def _features(vgg: nn.Module, picture: Tensor, taps) -> dict[str, Tensor]:
+    # Contiguous (NCHW) on purpose: channels_last measured 5-40% slower for forward + backward on CPU (torch 2.14).
+    return vgg(picture, taps)
+
+
 class _Objective:
     """The Gatys loss at one size: content activations and blended style Grams fixed, picture free."""
 
@@ -294,7 +302,7 @@ class _Objective:
         self.content_targets: dict[str, Tensor] = {}
         if self.content_layers and settings.content_weight > 0.0:
             with torch.no_grad():
-                found = vgg(self.content_input, self.content_layers.keys())
+                found = _features(vgg, self.content_input, self.content_layers.keys())
             self.content_targets = {name: found[name].detach() for name in self.content_layers}
         self.style_targets: dict[str, Tensor] = {}
         if settings.style_weight > 0.0:
@@ -324,7 +332,7 @@ class _Objective:
         elif variant == "histogram":
             picture = match_color(picture, self.content_rgb)
         with torch.no_grad():
-            features = self.vgg(picture, layers)
+            features = _features(self.vgg, picture, layers)
         grams = {name: gram_matrix(features[name]).detach() for name in layers}
         if cache is not None:
             cache.put(self.vgg, key, grams)
@@ -333,7 +341,7 @@ class _Objective:
     def __call__(self, picture: Tensor) -> tuple[Tensor, dict[str, float]]:
         """picture (1, 3, H, W) -> (scalar loss with grad, {"content", "style", "tv", "loss"} as floats)."""
         s = self.settings
-        features = self.vgg(picture, self.taps)
+        features = _features(self.vgg, picture, self.taps)
         zero = picture.new_zeros(())
         content = sum(
             (
@@ -369,6 +377,10 @@ class _Stop(Exception):
     pass
 
 
+class _Diverged(Exception):
+    pass
+
+
 def _optimise(
     picture: Tensor,
     objective: _Objective,
@@ -376,8 +388,12 @@ def _optimise(
     steps: int,
     settings: GatysSettings,
     on_eval,
-) -> Tensor:
-    """Run `steps` evaluations from `picture`; return the evaluated picture with the lowest loss (detached)."""
+) -> tuple[Tensor, bool]:
+    """Run `steps` evaluations from `picture`.
+
+    Returns the evaluated picture with the lowest loss (detached) and whether the callback asked to stop. A non-finite
+    loss (L-BFGS without line search can overshoot) ends the level early with the best picture so far.
+    """
     x = picture.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if settings.optimizer == "lbfgs":
         # One evaluation and one update per .step(); the state (curvature history) carries across calls.
@@ -386,11 +402,13 @@ def _optimise(
         )
     else:
         optimizer = torch.optim.Adam([x], lr=settings.learning_rate)
-    best = {"loss": math.inf, "picture": x.detach().clone()}
+    best = {"loss": math.inf, "picture": picture.detach().clone()}
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
         loss, parts = objective(x)
+        if not math.isfinite(parts["loss"]):
+            raise _Diverged
         loss.backward()
         if parts["loss"] < best["loss"]:
             best["loss"] = parts["loss"]
@@ -404,8 +422,10 @@ def _optimise(
             for _ in range(steps):
                 optimizer.step(closure)
         except _Stop:
+            return best["picture"], True
+        except _Diverged:
             pass
-    return best["picture"]
+    return best["picture"], False
 
 
 def stylize_gatys(
@@ -467,10 +487,8 @@ def stylize_gatys(
                 return on_step(len(history), total, parts["loss"])
             return None
 
-        before = len(history)
-        picture = _optimise(picture, objective, steps=steps, settings=settings, on_eval=on_eval)
-        if len(history) - before < steps:
-            stopped = True
+        picture, stopped = _optimise(picture, objective, steps=steps, settings=settings, on_eval=on_eval)
+        if stopped:
             break
 
     assert picture is not None

@@ -292,6 +292,9 @@ def test_alpha_and_weight_changes_reuse_the_encoded_images(official) -> None:
     assert stylizer.encoder_calls == 4  # the content once more, at preview size; styles reuse their statistics
     stylizer.preview(content=CONTENT, styles=[RED, BLUE], settings=AdaINSettings(alpha=0.5, **_small()))
     assert stylizer.encoder_calls == 4
+    fresh = AdaINStylizer(encoder=stylizer.encoder, decoder=stylizer.decoder)
+    fresh.render(content=CONTENT, styles=[RED, BLUE], settings=AdaINSettings(style_weights=(1.0, 0.0), **_small()))
+    assert fresh.encoder_calls == 2  # a style with weight 0 is not encoded
 
 
 def _small() -> dict:

@@ -62,6 +62,8 @@ def test_gram_matrix_by_hand() -> None:
     batch = torch.randn(3, 5, 4, 6)
     flat = batch[1].reshape(5, -1)
     assert torch.allclose(gram_matrix(batch)[1], flat @ flat.T / 24, atol=1e-5)
+    channels_last = batch.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(gram_matrix(channels_last), gram_matrix(batch), atol=1e-5)
     assert style_loss(gram_matrix(batch), gram_matrix(batch)).abs().max() == 0
     assert torch.allclose(style_loss(2 * expected, expected), torch.tensor([1.0]))  # relative: ||G - A||^2 / ||A||^2
 
