@@ -71,8 +71,9 @@ DEFAULT_STYLE_LAYERS: LayerWeights = (
 )
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
-# The coarsest level keeps at least this many pixels on its long side (relu5_1 is 1/16 of the input).
-MIN_LEVEL_SIDE = 64
+# Coarse levels keep at least this many pixels on their long side: below it relu4_2 (1/8 of the input) holds too
+# little of the content, the style takes over and the full-size steps start from a picture that lost its subject.
+MIN_LEVEL_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class GatysSettings:
 
     size: long side of the output (px). steps: objective evaluations (one forward + backward each) at full size.
     scales: coarse-to-fine levels (1 = single scale); each coarser level halves the size;
-    the level below full size runs `coarse_steps` and each coarser one twice as many (`level_steps`).
+    the level below full size runs `coarse_steps` and each coarser one twice as many (`level_steps`); levels with a
+    long side below `min_level_side` are skipped.
     content_weight / style_weight / tv_weight: weights of the relative content loss, the relative Gram loss and the
     total variation (mean squared neighbour difference of the [0, 1] picture). Layer weights are normalised to sum 1.
     style_scale: style images are resized to `style_scale * size` on their long side (bigger = bigger brush strokes).
@@ -103,6 +105,7 @@ class GatysSettings:
     seed: int = 0
     scales: int = 1
     coarse_steps: int = 25
+    min_level_side: int = MIN_LEVEL_SIDE
     style_scale: float = 1.0
     preserve_color: PreserveColor = "none"
     style_weights: tuple[float, ...] | None = None
@@ -119,6 +122,8 @@ class GatysSettings:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.scales < 1:
             raise ValueError(f"scales must be at least 1 (1 = single scale), got {self.scales}")
+        if self.min_level_side < 32:
+            raise ValueError(f"min_level_side must be at least 32 px (VGG pools 4 times), got {self.min_level_side}")
         if self.scales > 1 and self.coarse_steps < 1:
             raise ValueError(f"coarse_steps must be at least 1 when scales > 1, got {self.coarse_steps}")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -472,7 +477,7 @@ def stylize_gatys(
             f"settings.style_weights has {len(settings.style_weights)} weights for {len(inputs.styles)} style images"
         )
 
-    sizes = level_sizes(settings.size, settings.scales)
+    sizes = level_sizes(settings.size, settings.scales, min_side=settings.min_level_side)
     plan = level_steps(settings, len(sizes))
     total = sum(plan)
     history: list[dict[str, float]] = []

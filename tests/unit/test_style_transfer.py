@@ -152,10 +152,11 @@ def test_luminance_mode_keeps_the_content_chroma(vgg) -> None:
 
 
 def test_coarse_to_fine_beats_single_scale_for_the_same_full_size_steps(vgg) -> None:
-    assert level_sizes(128, 2) == [64, 128] and level_sizes(128, 4) == [64, 128] and level_sizes(96, 1) == [96]
+    assert level_sizes(512, 3) == [128, 256, 512] and level_sizes(512, 9) == [128, 256, 512]
+    assert level_sizes(128, 4, min_side=64) == [64, 128] and level_sizes(96, 1) == [96]
     assert level_steps(GatysSettings(steps=30, coarse_steps=25), 3) == [50, 25, 30]  # cheaper levels run longer
     content, style = _picture(3, (128, 96), cells=8), _picture(4, (96, 96), (1.0, 0.6, 0.3), cells=12)
-    base = {"size": 128, "steps": 6, "init": "noise", "style_layers": TINY.style_layers}
+    base = {"size": 128, "steps": 6, "init": "noise", "style_layers": TINY.style_layers, "min_level_side": 64}
     single = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=GatysSettings(**base))
     multi = stylize_gatys(
         content=content, styles=[style], vgg=vgg, settings=GatysSettings(**base, scales=2, coarse_steps=20)
