@@ -431,7 +431,8 @@ class Studio:
             unit = imaging.signed_to_unit(images).to(stylizer.device)
             features = stylizer.encoder(unit, [ENCODER_TAP])[ENCODER_TAP]
             target = blend_styles(features, [stats], [1.0], alpha=alpha)
-            decoded = stylizer.decoder(target)[:, :, : unit.shape[2], : unit.shape[3]]
+            decoder_dtype = next(stylizer.decoder.parameters()).dtype
+            decoded = stylizer.decoder(target.to(decoder_dtype))[:, :, : unit.shape[2], : unit.shape[3]]
             return imaging.unit_to_signed(decoded.float().clamp(0, 1))
 
         return transform
@@ -629,8 +630,9 @@ class Studio:
 
 
 def gatys_scales(size: int) -> int:
-    """Coarse-to-fine levels for a Gatys output of long side `size`: each level halves it, down to about 128 px."""
-    return max(1, int(math.log2(max(size, 128) / 128)) + 1)
+    """Coarse-to-fine levels for a Gatys output of long side `size`. Below ~512 px coarse levels save little time
+    and soften the content, so they start there: 512 px runs 128 -> 256 -> 512."""
+    return 1 if size <= 384 else int(math.log2(size / 128)) + 1
 
 
 def _settings_dict(settings: Any, **extra: Any) -> dict[str, Any]:
