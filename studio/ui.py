@@ -470,7 +470,7 @@ class StudioUI:
         self._ensure_style_weights(arguments["method"], progress)
         progress(0, desc="Stylizing")
         with self._stoppable(request, "stylize", progress, "steps") as on_progress:
-            result = self.studio.stylize(**arguments, on_progress=on_progress)  # type: ignore[attr-defined]
+            result = self.studio.stylize(**arguments, on_progress=on_progress)
         path = self._save_stylized(result, arguments)
         return path, path, self._stylize_info(result, arguments, time.perf_counter() - started)
 
@@ -508,7 +508,7 @@ class StudioUI:
         )
         arguments["method"] = "adain"  # previews are always the fast feed-forward method
         try:
-            result = self.studio.stylize(**arguments, preview=True)  # type: ignore[attr-defined]
+            result = self.studio.stylize(**arguments, preview=True)
         except (WeightsUnavailable, WeightsIntegrityError):
             return gr.update(), (
                 "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "

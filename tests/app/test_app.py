@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import struct
 import time
 import zlib
@@ -24,13 +23,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from studio.api import Studio, read_png_settings
-from studio.ui import build_demo, launch_options
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.apprunner import running_app
 
 
 class ObservedStudio(Studio):
@@ -62,22 +55,8 @@ STUDIO = ObservedStudio(device="cpu")
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app on a free local port, launched once for the module, offline, on CPU."""
-    root = tmp_path_factory.mktemp("app")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_HUB_OFFLINE", "1")
-    patch.setenv("STUDIO_DEVICE", "cpu")
-    patch.setenv("STUDIO_CACHE_DIR", str(root / "cache"))
-    patch.setenv("STUDIO_WEIGHTS_DIR", str(root / "weights"))
-    patch.setenv("STUDIO_OUTPUT_DIR", str(root / "outputs"))
-    patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_demo(STUDIO)
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-        patch.undo()
+    with running_app(STUDIO, tmp_path_factory.mktemp("app")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -597,13 +576,8 @@ def adain_client(tmp_path_factory: pytest.TempPathFactory, app_url: str) -> Iter
     """A second app whose studio finds AdaIN weights in its weights folder."""
     folder = tmp_path_factory.mktemp("adain-weights")
     _drop_random_adain_weights(folder)
-    demo = build_demo(Studio(device="cpu", weights_dir=folder))
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
-    finally:
-        demo.close()
+    with running_app(Studio(device="cpu", weights_dir=folder), tmp_path_factory.mktemp("adain-app")) as url:
+        yield Client(url, verbose=False, analytics_enabled=False)
 
 
 def test_adain_blends_two_styles_through_a_mask(adain_client: Client, tmp_path: Path) -> None:

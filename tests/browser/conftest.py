@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,12 +37,6 @@ def chromium_path() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def browser_executable() -> str:
     found = chromium_path()
@@ -61,23 +54,10 @@ def browser_executable() -> str:
 @pytest.fixture(scope="module")
 def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from studio.api import Studio
-    from studio.ui import build_demo, launch_options
+    from tests.apprunner import running_app
 
-    root = tmp_path_factory.mktemp("browser-app")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_HUB_OFFLINE", "1")
-    patch.setenv("STUDIO_DEVICE", "cpu")
-    patch.setenv("STUDIO_CACHE_DIR", str(root / "cache"))
-    patch.setenv("STUDIO_WEIGHTS_DIR", str(root / "weights"))
-    patch.setenv("STUDIO_OUTPUT_DIR", str(root / "outputs"))
-    demo = build_demo(Studio(device="cpu"))
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-        patch.undo()
+    with running_app(Studio(device="cpu"), tmp_path_factory.mktemp("browser-app")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
