@@ -144,7 +144,25 @@ def _as_rgb_batch(frames: Tensor | np.ndarray) -> np.ndarray:
 # --- encoders: one per format, each writing (H, W, 3) uint8 frames already at the output size ----------------------
 
 
-class _AvVideoEncoder:
+class _AvEncoder:
+    """What every PyAV-backed encoder shares: `container` and `stream` are set by the subclass."""
+
+    container: Any
+    stream: Any
+
+    def _encode(self, frame: Any) -> None:
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        self._encode(None)  # flush the encoder
+        self.container.close()
+
+    def abort(self) -> None:
+        self.container.close()
+
+
+class _AvVideoEncoder(_AvEncoder):
     """H.264 in MP4 or VP9 in WebM through PyAV."""
 
     def __init__(self, path: Path, fmt: str, fps: Fraction, width: int, height: int, crf: int | None) -> None:
@@ -181,19 +199,10 @@ class _AvVideoEncoder:
         """frame: an av.VideoFrame in yuv420p at the output size."""
         frame.pts = self.index
         self.index += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-
-    def abort(self) -> None:
-        self.container.close()
+        self._encode(frame)
 
 
-class _GifEncoder:
+class _GifEncoder(_AvEncoder):
     """Per-frame adaptive palettes (Pillow octree) + FFmpeg's GIF encoder and muxer (loop forever)."""
 
     def __init__(self, path: Path, fps: Fraction, width: int, height: int) -> None:
@@ -226,16 +235,7 @@ class _GifEncoder:
         frame.pts = round(self.index * 100 / self.fps)
         frame.time_base = Fraction(1, 100)
         self.index += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-
-    def abort(self) -> None:
-        self.container.close()
+        self._encode(frame)
 
 
 class _PngZipEncoder:
