@@ -471,7 +471,7 @@ class Studio:
         """
         import tempfile
 
-        from studio.ops import generation, interpolation, video
+        from studio.ops import generation, video
 
         spec = self.spec(model)
         if spec.kind != "generator":
@@ -487,26 +487,12 @@ class Studio:
         amounts = _check_directions(directions)
         if size is not None:
             size = _check_output_size(size)
-        generator = self.load(model)
-        if path == "keyframes":
-            keys = generation.seeded_latents(keyframe_seeds, z_dim=generator.z_dim)
-            if len(keyframe_seeds) == 1:  # a loop on one seed: orbit it
-                latents = interpolation.noise_loop(
-                    frames=frames, dim=generator.z_dim, seed=keyframe_seeds[0], spread=0.35, center=keys[0]
-                )
-            else:
-                latents = interpolation.keyframe_path(keys, frames=frames, loop=loop, easing=easing)
-        elif path == "noise-loop":
-            center = generation.seeded_latents(keyframe_seeds[:1], z_dim=generator.z_dim)[0]
-            latents = interpolation.noise_loop(
-                frames=frames,
-                dim=generator.z_dim,
-                seed=keyframe_seeds[0],
-                spread=_check_number(spread, "spread", 0.01, 1.0),
-                center=center,
-            )
-        else:
+        if path not in ("keyframes", "noise-loop"):
             raise ValueError(f"path must be 'keyframes' or 'noise-loop', got {path!r}")
+        generator = self.load(model)
+        latents = _walk_latents(
+            keyframe_seeds, z_dim=generator.z_dim, frames=frames, loop=loop, easing=easing, path=path, spread=spread
+        )
         if amounts:
             from studio.ops.directions import apply_directions
 
@@ -627,6 +613,20 @@ class Studio:
         if class_name not in spec.classes:
             raise ValueError(f"{spec.name} has no class {class_name!r}; choose one of {', '.join(spec.classes)}")
         return spec.classes.index(class_name)
+
+
+def _walk_latents(
+    seeds: tuple[int, ...], *, z_dim: int, frames: int, loop: bool, easing: str, path: str, spread: float
+) -> Tensor:
+    """(frames, z_dim) latents: slerp through the seeds' latents, or a noise loop around the first seed's (also
+    used for a keyframe loop of a single seed, which has nowhere else to go)."""
+    from studio.ops import generation, interpolation
+
+    keys = generation.seeded_latents(seeds, z_dim=z_dim)
+    if path == "noise-loop" or len(seeds) == 1:
+        radius = _check_number(spread, "spread", 0.01, 1.0) if path == "noise-loop" else 0.35
+        return interpolation.noise_loop(frames=frames, dim=z_dim, seed=seeds[0], spread=radius, center=keys[0])
+    return interpolation.keyframe_path(keys, frames=frames, loop=loop, easing=easing)
 
 
 def gatys_scales(size: int) -> int:
