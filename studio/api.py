@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin
 
 from studio import imaging
-from studio.ops.common import Cancelled  # re-exported: progress callbacks that return False raise it
+from studio.ops.common import (
+    Cancelled,
+    check_output_side,
+)  # Cancelled is re-exported: progress callbacks that return False raise it
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
     ProgressCallback,
@@ -292,6 +295,8 @@ class Studio:
         with self._lock:
             if key in self._directions:
                 return self._directions[key]
+            import torch
+
             from studio.ops import generation
             from studio.ops.directions import LatentDirections, find_directions
 
@@ -299,8 +304,6 @@ class Studio:
             cache = studio_cache_dir() / "directions" / f"{model}-{self.weight_digest(model)[:16]}-{count}.pt"
             found: LatentDirections | None = None
             if cache.is_file():
-                import torch
-
                 try:
                     stored = torch.load(cache, map_location="cpu", weights_only=True)
                     found = LatentDirections(vectors=stored["vectors"], explained=stored["explained"])
@@ -314,8 +317,6 @@ class Studio:
                     count=count,
                     device=self.device,
                 )
-                import torch
-
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 temporary = cache.with_suffix(".tmp")
                 torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
@@ -636,7 +637,7 @@ def gatys_scales(size: int) -> int:
 
 
 def _settings_dict(settings: Any, **extra: Any) -> dict[str, Any]:
-    return {**{key: value for key, value in asdict(settings).items()}, **extra}
+    return {**asdict(settings), **extra}
 
 
 def _check_whole(value: Any, name: str, low: int, high: int) -> int:
@@ -691,9 +692,7 @@ def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float
 
 
 def _check_output_size(size: Any) -> int:
-    limit = imaging.max_side_from_env()
-    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= limit:
-        raise ValueError(f"output size must be a whole number of pixels between 16 and {limit}, got {size!r}")
+    check_output_side(size, imaging.max_side_from_env())
     return size
 
 

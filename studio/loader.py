@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from studio.models.vgg import CONV_NAMES
 from studio.registry import ModelSpec
 from studio.weights import ProgressCallback, WeightsUnavailable, load_state_dict, load_strict, resolve
 
@@ -51,16 +52,10 @@ TORCHVISION_VGG19_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28
 ADAIN_ENCODER_CONV_INDICES = (2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51)
 
 
-def _vgg_conv_names() -> tuple[str, ...]:
-    from studio.models.vgg import CONV_NAMES
-
-    return CONV_NAMES
-
-
 def from_timm_vgg19(state: StateDict) -> StateDict:
     """timm/torchvision VGG19 (`features.{i}.*`): keep the convs, drop the classifier (`pre_logits`, `head`)."""
     converted: StateDict = {}
-    for name, index in zip(_vgg_conv_names(), TORCHVISION_VGG19_CONV_INDICES, strict=True):
+    for name, index in zip(CONV_NAMES, TORCHVISION_VGG19_CONV_INDICES, strict=True):
         for param in ("weight", "bias"):
             converted[f"convs.{name}.{param}"] = state[f"features.{index}.{param}"]
     return converted
@@ -69,7 +64,7 @@ def from_timm_vgg19(state: StateDict) -> StateDict:
 def from_adain_vgg_normalised(state: StateDict) -> StateDict:
     """AdaIN's `vgg_normalised.pth` (an nn.Sequential of 53 modules, keys `{i}.weight`)."""
     converted: StateDict = {"input_conv.weight": state["0.weight"], "input_conv.bias": state["0.bias"]}
-    for name, index in zip(_vgg_conv_names(), ADAIN_ENCODER_CONV_INDICES, strict=True):
+    for name, index in zip(CONV_NAMES, ADAIN_ENCODER_CONV_INDICES, strict=True):
         for param in ("weight", "bias"):
             converted[f"convs.{name}.{param}"] = state[f"{index}.{param}"]
     return converted

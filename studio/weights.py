@@ -247,8 +247,7 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         else:
             state = "the Hub could not be reached"
         raise WeightsUnavailable(
-            f"{what} is not cached and {state}; {fetch_hint} "
-            f"(it comes from {source.repo_id}/{source.filename})"
+            f"{what} is not cached and {state}; {fetch_hint} (it comes from {source.repo_id}/{source.filename})"
         ) from None
     except RevisionNotFoundError:
         raise WeightsUnavailable(
@@ -445,10 +444,6 @@ def discover_local_models(folder: Path | None = None) -> Iterator[ModelSpec]:
             continue
 
 
-def builtin_names() -> set[str]:
-    return set(builtin_models())
-
-
 def spec_from_export(config_path: Path) -> ModelSpec:
     """Build a ModelSpec from an exported model folder (config.json + model.safetensors)."""
     meta = json.loads(config_path.read_text())
@@ -494,7 +489,7 @@ def unrecognised_local_files(folder: Path | None = None) -> list[Path]:
     root = folder or local_weights_dir()
     if not root.is_dir():
         return []
-    known = {p.parent for p in root.glob("*/config.json")} | {root / name for name in builtin_names()}
+    known = {p.parent for p in root.glob("*/config.json")} | {root / name for name in builtin_models()}
     return [
         p
         for p in sorted(root.rglob("*"))
