@@ -320,12 +320,19 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
         )
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".part")
+    # The ETag (or Last-Modified) the partial bytes came with: sent as If-Range, so that a file replaced on the
+    # server since then comes back whole (200) instead of as a tail spliced onto the old bytes.
+    validator = partial.with_name(partial.name + ".validator")
     offset = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(source.url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    if offset and validator.is_file():
+        headers["If-Range"] = validator.read_text()
+    request = urllib.request.Request(source.url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            if offset and response.status != 206:  # server ignored the range: start over
+            if offset and response.status != 206:  # server ignored the range, or the file changed: start over
                 offset = 0
+            _remember_validator(validator, response.headers)
             total_header = response.headers.get("Content-Length")
             total = int(total_header) + offset if total_header else None
             with partial.open("ab" if offset else "wb") as stream:
@@ -341,6 +348,7 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
             total = _total_from_content_range(error.headers.get("Content-Range"))
             if total != offset:  # the remote file shrank or changed: our partial download is useless
                 partial.unlink()
+                validator.unlink(missing_ok=True)
                 raise WeightsUnavailable(
                     f"{what}: the file at {source.url} changed since the download began; run the same command "
                     "again to download it afresh"
@@ -361,6 +369,7 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
             f"{what}: download from {source.url} stopped at {partial.stat().st_size} of {total} bytes; "
             "run the same command again to resume"
         )
+    validator.unlink(missing_ok=True)
     try:
         verify_sha256(partial, source.sha256, what=what)
     except WeightsIntegrityError:
@@ -368,6 +377,16 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
         raise
     os.replace(partial, final)
     return final
+
+
+def _remember_validator(path: Path, headers: http.client.HTTPMessage) -> None:
+    """Keep the response's strong ETag, else its Last-Modified, for the If-Range of a later resume."""
+    etag = headers.get("ETag", "")
+    value = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified", "")
+    if value:
+        path.write_text(value)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # --- loading --------------------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@
 * `/api/models/{repo_id}[/revision/{revision}]`, enough for `model_info`,
 * plain files registered with `add_url`, for downloads that do not go through the Hub client.
 
-Every file answer supports single `Range` requests. Faults (error statuses, cut transfers) can be injected for the
-next requests. `use_hub` points `huggingface_hub` at a server and at a private cache, `fast_retries` removes the
-library's retry sleeps so fault tests stay fast.
+Every file answer supports single `Range` requests, with `If-Range` against the ETag. Faults (error statuses, cut
+transfers) can be injected for the next requests. `use_hub` points `huggingface_hub` at a server and at a private
+cache, `fast_retries` removes the library's retry sleeps so fault tests stay fast.
 """
 
 from __future__ import annotations
@@ -301,6 +301,9 @@ class HubServer:
         headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         size = len(data)
         match = RANGE_RE.fullmatch(handler.headers.get("Range", "").strip())
+        if_range = handler.headers.get("If-Range")
+        if if_range is not None and if_range != headers.get("ETag"):
+            match = None  # RFC 9110: the file changed since the client's partial copy, so send all of it
         if match is None or match.groups() == ("", ""):
             self._send(handler, method, 200, data, headers, path)
             return

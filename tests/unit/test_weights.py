@@ -267,6 +267,24 @@ def test_url_download_resumes_after_an_interrupted_transfer(hub_server: HubServe
     assert resolve(source, what="decoder") == path  # cached: no network needed
 
 
+def test_url_resume_after_the_file_changed_downloads_it_whole(hub_server: HubServer, studio_cache: Path) -> None:
+    """If-Range: a resumed download of a file replaced on the server restarts instead of splicing old and new bytes."""
+    _, old = tiny_checkpoint(seed=3)
+    _, new = tiny_checkpoint(seed=4)
+    assert len(old) == len(new) and old != new
+    url = hub_server.add_url("/releases/v0/decoder.safetensors", old)
+    hub_server.truncate_next(1000)
+    with pytest.raises(WeightsUnavailable):
+        resolve(UrlFile(url), what="decoder")
+    hub_server.add_url("/releases/v0/decoder.safetensors", new)
+
+    path = resolve(UrlFile(url), what="decoder")
+    assert path.read_bytes() == new
+    resumed = hub_server.log[-1].headers
+    assert resumed.get("range") == "bytes=1000-" and resumed.get("if-range") == f'"{sha256(old)}"'
+    assert list(studio_cache.rglob("*.part*")) == []  # neither the partial file nor its validator is left behind
+
+
 def test_url_complete_partial_download_is_finished_not_stuck(hub_server: HubServer, studio_cache: Path) -> None:
     """A `.part` that already holds every byte (interrupted while verifying) must not fail with HTTP 416 forever."""
     _, data = tiny_checkpoint(seed=3)
