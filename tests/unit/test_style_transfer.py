@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from studio.ops.color import rgb_to_yiq
 from studio.ops.style_transfer import (
     Cancelled,
     GatysSettings,
+    SpectralPicture,
     StyleTargetCache,
     evaluate_gatys_loss,
     gram_matrix,
@@ -163,6 +166,36 @@ def test_coarse_to_fine_beats_single_scale_for_the_same_full_size_steps(vgg) -> 
     )
     assert [entry["size"] for entry in multi.history] == [64.0] * 20 + [128.0] * 6
     assert _best(multi) < 0.8 * _best(single)
+
+
+def test_spectral_picture_starts_at_the_picture_and_moves_broad_shapes_faster() -> None:
+    start = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(SpectralPicture(start, 0.5).render(), start)
+
+    def gain(decay: float, cycles: int) -> float:
+        """How far one unit gradient step on the coefficients moves the picture along a horizontal cosine."""
+        picture = SpectralPicture(torch.zeros(1, 1, 24, 32), decay)
+        pattern = torch.cos(2 * math.pi * cycles * torch.arange(32) / 32).expand(1, 1, 24, 32)
+        (picture.render() * pattern).sum().backward()
+        with torch.no_grad():
+            picture.coefficients.copy_(picture.coefficients.grad)
+            return float((picture.render() * pattern).sum() / (pattern * pattern).sum())
+
+    # The step is J J^T pattern: each frequency f is scaled by (1/f^decay)^2, so 1 vs 8 cycles differ by 8^(2 decay).
+    assert gain(0.0, 1) == pytest.approx(gain(0.0, 8), rel=1e-4)
+    assert gain(0.5, 1) / gain(0.5, 8) == pytest.approx(8.0, rel=1e-4)
+    assert gain(1.0, 1) / gain(1.0, 8) == pytest.approx(64.0, rel=1e-4)
+    with pytest.raises(ValueError, match="spectral_decay"):
+        GatysSettings(spectral_decay=3.0)
+
+
+def test_spectral_lbfgs_beats_pixel_lbfgs_for_the_same_steps(vgg) -> None:
+    settings = GatysSettings(size=64, steps=12, style_layers=TINY.style_layers)
+    content, style = _picture(3, (64, 48), cells=8), _picture(4, (64, 64), (1.0, 0.6, 0.3), cells=12)
+    spectral = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=settings)
+    pixels = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, spectral_decay=0.0))
+    assert spectral.history[0]["loss"] == pytest.approx(pixels.history[0]["loss"])  # same start
+    assert _best(spectral) < 0.8 * _best(pixels)
 
 
 def test_style_grams_are_cached(vgg) -> None:
