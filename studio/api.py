@@ -346,7 +346,8 @@ class Studio:
         """Paint `content` in the style of `styles` (several are blended by `style_weights`).
 
         method "gatys": optimisation on VGG19 features (`vgg`, offline by default), `steps` evaluations at full size
-        after a coarse-to-fine warm-up; strength scales the style weight (0 = content only, 1 = the default balance).
+        (from 1024 px after a half-size warm-up); strength scales the style weight (0 = content only, 1 = the default
+        balance).
         method "adain": feed-forward, real time; strength is alpha (0 = content, 1 = full style); `preview` renders
         a small version for slider drags; `mask` (white = first style, black = second) needs exactly two styles.
         `size` is the output's long side in pixels. `on_progress(done, total)` returning False cancels (`Cancelled`).
@@ -631,9 +632,10 @@ def _walk_latents(
 
 
 def gatys_scales(size: int) -> int:
-    """Coarse-to-fine levels for a Gatys output of long side `size`. Below ~512 px coarse levels save little time
-    and soften the content, so they start there: 512 px runs 128 -> 256 -> 512."""
-    return 1 if size <= 384 else int(math.log2(size / 128)) + 1
+    """Coarse-to-fine levels for a Gatys output of long side `size`. With the spectral parametrisation a coarse level
+    pays for itself only at large sizes (benchmarks/bench_stylize.py, 2 CPU cores): one scale was fastest at 256 and
+    512 px; at 1024 px starting from a 512 px result reached the same loss 1.2x sooner, and a third level did not."""
+    return 1 if size < 1024 else 2
 
 
 def _settings_dict(settings: Any, **extra: Any) -> dict[str, Any]:
