@@ -97,9 +97,7 @@ def _open(source: str | os.PathLike[str] | bytes | BinaryIO, name: str) -> Image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(f"{name} is too large to decode safely ({error}); downscale it first") from None
     except UnidentifiedImageError:
-        raise ValueError(
-            f"{name} is not an image PIL can read; use JPEG, PNG, WebP, GIF, BMP or TIFF"
-        ) from None
+        raise ValueError(f"{name} is not an image PIL can read; use JPEG, PNG, WebP, GIF, BMP or TIFF") from None
     except OSError as error:
         raise ValueError(f"{name} could not be opened ({error}); the file looks truncated or corrupt") from None
 
