@@ -180,12 +180,40 @@ def _check_layers(layers: LayerWeights, what: str) -> None:
 
 def gram_matrix(features: Tensor) -> Tensor:
     """(N, C, H, W) -> (N, C, C): channel co-activations averaged over positions, F F^T / (H W)."""
+    return _Gram.apply(features)
+
+
+def _positions_by_channels(features: Tensor) -> tuple[Tensor, bool]:
+    """(N, C, H, W) -> (N, H W, C) as a view when channels_last (then True), else (N, C, H W) (then False)."""
     n, c, h, w = features.shape
     if c > 1 and features.is_contiguous(memory_format=torch.channels_last):
-        rows = features.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view, no copy
-        return torch.bmm(rows.transpose(1, 2), rows) / (h * w)
-    flat = features.reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+        return features.permute(0, 2, 3, 1).reshape(n, h * w, c), True
+    return features.reshape(n, c, h * w), False
+
+
+class _Gram(torch.autograd.Function):
+    """F F^T / P with a one-product backward: the gradient (G' + G'^T) F / P, where autograd would do two products."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor) -> Tensor:
+        flat, by_position = _positions_by_channels(features)
+        positions = features.shape[2] * features.shape[3]
+        ctx.save_for_backward(features)
+        if by_position:
+            return torch.bmm(flat.transpose(1, 2), flat) / positions
+        return torch.bmm(flat, flat.transpose(1, 2)) / positions
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (features,) = ctx.saved_tensors
+        flat, by_position = _positions_by_channels(features)
+        positions = features.shape[2] * features.shape[3]
+        symmetric = (grad + grad.transpose(1, 2)) / positions
+        if by_position:
+            rows = torch.bmm(flat, symmetric)  # (N, H W, C)
+            return rows.view(features.shape[0], *features.shape[2:], -1).permute(0, 3, 1, 2)
+        return torch.bmm(symmetric, flat).view_as(features)
 
 
 def _relative_error(value: Tensor, target: Tensor) -> Tensor:
