@@ -6,17 +6,21 @@ One module serves three weight sources (see studio.loader for the key mappings):
 - "adain":    AdaIN's normalised VGG: a leading 1x1 conv absorbs the preprocessing, reflection padding,
               max pooling with ceil_mode.
 Inputs are always RGB (N, 3, H, W) in [0, 1]; `studio.imaging.vgg_preprocess` applies each convention.
-Only the layers up to the deepest requested tap are run.
+Only the layers up to the deepest requested tap are run. On the CPU, frozen float32 weights with zero padding run
+through `studio.models.fast_conv` (each layer's fastest convolution algorithm, measured on first use) unless
+`convolution` is set to "direct".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from studio.imaging import vgg_preprocess
+from studio.models.fast_conv import FrozenConv3x3, frozen_conv3x3
 
 # (block, convs per block, channels): VGG19 configuration "E".
 VGG19_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -34,6 +38,9 @@ class VGG19Features(nn.Module):
         self.reflect = preprocessing == "adain"
         self.input_conv = nn.Conv2d(3, 3, 1) if preprocessing == "adain" else None
         self.convs = nn.ModuleDict()
+        # "auto": tuned CPU convolutions where allowed (see the module docstring); "direct": always torch's.
+        self.convolution: Literal["auto", "direct"] = "auto"
+        self._tuned: dict[str, FrozenConv3x3] = {}
         in_channels = 3
         for block, count, channels in VGG19_BLOCKS:
             for index in range(1, count + 1):
@@ -57,7 +64,7 @@ class VGG19Features(nn.Module):
                 x = F.max_pool2d(x, 2, 2, ceil_mode=self.reflect)
             for index in range(1, count + 1):
                 name = f"{block}_{index}"
-                x = self.convs["conv" + name](F.pad(x, (1, 1, 1, 1), mode="reflect" if self.reflect else "constant"))
+                x = self._conv("conv" + name, x)
                 if "conv" + name in wanted:
                     found["conv" + name] = x
                 x = F.relu(x)
@@ -67,3 +74,13 @@ class VGG19Features(nn.Module):
                 if position > deepest:
                     return found
         return found
+
+    def _conv(self, name: str, x: Tensor) -> Tensor:
+        conv = self.convs[name]
+        if self.reflect:
+            return conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+        if self.convolution == "auto" and frozen_conv3x3(conv, x):
+            if name not in self._tuned:
+                self._tuned[name] = FrozenConv3x3(conv)
+            return self._tuned[name](x)
+        return F.conv2d(x, conv.weight, conv.bias, padding=1)

@@ -73,6 +73,18 @@ def test_gram_matrix_by_hand() -> None:
     assert torch.allclose(style_loss(2 * expected, expected), torch.tensor([1.0]))  # relative: ||G - A||^2 / ||A||^2
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gram_matrix_gradient_matches_autograd_of_the_formula(memory_format: torch.memory_format) -> None:
+    features = torch.randn(2, 5, 4, 3, dtype=torch.float64).contiguous(memory_format=memory_format)
+    features.requires_grad_(True)
+    assert torch.autograd.gradcheck(gram_matrix, (features,))
+    weights = torch.randn(2, 5, 5, dtype=torch.float64)  # not symmetric: the backward must symmetrise
+    (gradient,) = torch.autograd.grad((gram_matrix(features) * weights).sum(), features)
+    by_formula = torch.einsum("nchw,ndhw->ncd", features, features) / 12
+    (expected,) = torch.autograd.grad((by_formula * weights).sum(), features)
+    assert torch.allclose(gradient, expected)
+
+
 def test_total_variation_by_hand() -> None:
     image = torch.zeros(1, 3, 2, 3)
     image[..., 1] = 1.0  # a vertical stripe: both horizontal neighbour pairs of each row differ by 1, no vertical pair

@@ -1,0 +1,145 @@
+"""Tuned 3x3 convolutions for frozen weights: each algorithm equals torch's convolution, forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from studio.models.fast_conv import ALGORITHMS, FrozenConv3x3, frozen_conv3x3, winograd_conv3x3, winograd_weights
+from studio.models.vgg import VGG19Features
+
+NNPACK = torch.backends.nnpack.is_available()
+
+
+def _close(value: Tensor, expected: Tensor, tolerance: float = 1e-4) -> bool:
+    value, expected = value.detach(), expected.detach()
+    return float((value - expected).abs().max()) <= tolerance * float(expected.abs().max())
+
+
+def _frozen_conv(in_channels: int, out_channels: int, seed: int = 0) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1).requires_grad_(False)
+
+
+@pytest.mark.parametrize(
+    ("batch", "channels", "filters", "height", "width"),
+    [(1, 3, 8, 17, 23), (2, 8, 5, 9, 4), (1, 4, 4, 1, 1), (3, 6, 2, 8, 8), (1, 16, 16, 5, 13)],
+)
+def test_winograd_equals_direct_convolution(batch: int, channels: int, filters: int, height: int, width: int) -> None:
+    torch.manual_seed(height * width)
+    x, weight = torch.randn(batch, channels, height, width), torch.randn(filters, channels, 3, 3)
+    output = winograd_conv3x3(x, winograd_weights(weight))
+    expected = F.conv2d(x, weight, padding=1)
+    assert output.shape == expected.shape
+    assert _close(output, expected)
+
+
+def test_winograd_weights_of_a_centre_tap_pass_the_input_through() -> None:
+    weight = torch.zeros(2, 2, 3, 3)
+    weight[0, 0, 1, 1] = weight[1, 1, 1, 1] = 1.0  # identity filter
+    x = torch.randn(1, 2, 7, 6)
+    assert winograd_weights(weight).shape == (36, 2, 2)
+    assert torch.allclose(winograd_conv3x3(x, winograd_weights(weight)), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_each_algorithm_gives_the_convolution_and_its_input_gradient(algorithm: str) -> None:
+    if algorithm == "nnpack" and not NNPACK:
+        pytest.skip("this torch build has no NNPACK")
+    conv = _frozen_conv(6, 10)
+    layer = FrozenConv3x3(conv)
+    x = torch.randn(2, 6, 11, 14)
+    for direction, shape in (("forward", x.shape), ("backward", (2, 10, 11, 14))):
+        layer.chosen[(direction, tuple(shape))] = algorithm  # skip the trials
+    upstream = torch.randn(2, 10, 11, 14)
+
+    fast_input = x.clone().requires_grad_(True)
+    output = layer(fast_input)
+    (output * upstream).sum().backward()
+    assert set(layer.chosen.values()) == {algorithm}
+    reference_input = x.clone().requires_grad_(True)
+    expected = F.conv2d(reference_input, conv.weight, conv.bias, padding=1)
+    (expected * upstream).sum().backward()
+
+    assert _close(output, expected)
+    assert fast_input.grad is not None and reference_input.grad is not None
+    assert _close(fast_input.grad, reference_input.grad)
+
+
+def test_the_first_call_for_a_shape_chooses_an_algorithm_and_later_calls_repeat_it() -> None:
+    conv = _frozen_conv(4, 4)
+    layer = FrozenConv3x3(conv)
+    x = torch.randn(1, 4, 12, 12)
+    candidates = layer.candidates()
+    assert candidates[0] == "direct" and "winograd" in candidates and ("nnpack" in candidates) == NNPACK
+    with torch.no_grad():
+        first = layer(x)
+        assert layer.chosen[("forward", (1, 4, 12, 12))] in candidates
+        assert torch.equal(layer(x), first)
+        layer(torch.randn(2, 4, 12, 12))
+    assert set(layer.chosen) == {("forward", (1, 4, 12, 12)), ("forward", (2, 4, 12, 12))}
+    assert _close(first, F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_changed_weights_are_picked_up() -> None:
+    conv = _frozen_conv(3, 5)
+    layer = FrozenConv3x3(conv)
+    x = torch.randn(1, 3, 8, 8)
+    layer.chosen[("forward", tuple(x.shape))] = "winograd"
+    with torch.no_grad():
+        before = layer(x)  # transforms the weights once and keeps them
+        conv.weight.mul_(-2.0)
+        assert _close(layer(x), -2.0 * (before - conv.bias.view(1, -1, 1, 1)) + conv.bias.view(1, -1, 1, 1))
+        conv.load_state_dict({"weight": torch.randn(5, 3, 3, 3), "bias": torch.randn(5)})
+        assert _close(layer(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_only_frozen_float32_cpu_weights_take_the_tuned_path() -> None:
+    conv = nn.Conv2d(3, 4, 3)
+    x = torch.randn(1, 3, 8, 8)
+    assert not frozen_conv3x3(conv, x)  # trainable weights: no gradient would reach them
+    conv.requires_grad_(False)
+    assert frozen_conv3x3(conv, x)
+    assert not frozen_conv3x3(conv, x.double())
+    with pytest.raises(ValueError, match="3x3 convolution"):
+        FrozenConv3x3(nn.Conv2d(3, 4, 3, stride=2))
+
+
+@pytest.mark.parametrize(("preprocessing", "algorithm"), [("caffe", "winograd"), ("imagenet", "nnpack")])
+def test_vgg_features_and_picture_gradient_agree_with_direct_convolution(preprocessing: str, algorithm: str) -> None:
+    if algorithm == "nnpack" and not NNPACK:
+        pytest.skip("this torch build has no NNPACK")
+    torch.manual_seed(1)
+    vgg = VGG19Features(preprocessing)
+    for conv in vgg.convs.values():
+        nn.init.normal_(conv.weight, std=(2.0 / (9 * conv.in_channels)) ** 0.5)
+    vgg.requires_grad_(False)
+    picture = torch.rand(1, 3, 48, 40)
+    taps = ("relu1_1", "relu3_1", "relu4_2", "relu5_1")
+
+    def features_and_gradient() -> tuple[dict[str, Tensor], Tensor]:
+        x = picture.clone().requires_grad_(True)
+        found = vgg(x, taps)
+        sum(feature.square().mean() for feature in found.values()).backward()
+        assert x.grad is not None
+        return found, x.grad
+
+    features_and_gradient()  # chooses an algorithm per layer and direction
+    assert len(vgg._tuned) == 13 and all(len(layer.chosen) == 2 for layer in vgg._tuned.values())
+    for layer in vgg._tuned.values():
+        layer.chosen = dict.fromkeys(layer.chosen, algorithm)
+    fast, fast_gradient = features_and_gradient()
+    vgg.convolution = "direct"
+    direct, direct_gradient = features_and_gradient()
+    for tap in taps:
+        assert _close(fast[tap], direct[tap]), tap
+    assert _close(fast_gradient, direct_gradient, 1e-3)
+
+
+def test_vgg_with_trainable_weights_keeps_weight_gradients() -> None:
+    vgg = VGG19Features("caffe")
+    vgg(torch.rand(1, 3, 32, 32), ("relu1_2",))["relu1_2"].sum().backward()
+    assert vgg.convs["conv1_1"].weight.grad is not None
+    assert not vgg._tuned
