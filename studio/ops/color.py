@@ -9,6 +9,8 @@ device. Two ways to keep the content's colours (Gatys et al. 2017, "Controlling 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -76,25 +78,40 @@ def _symmetric_power(matrix: Tensor, power: float, eps: float) -> Tensor:
     return vectors @ torch.diag_embed(values.clamp_min(eps).pow(power)) @ vectors.transpose(-1, -2)
 
 
+def colour_moments(images: Tensor, *, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """RGB mean (N, 3, 1) and covariance (N, 3, 3) of each picture (N, 3, H, W), in float64."""
+    pixels = images.double().flatten(2)
+    mean = pixels.mean(dim=2, keepdim=True)
+    centred = pixels - mean
+    eye = torch.eye(3, dtype=torch.float64, device=images.device)
+    return mean, centred @ centred.transpose(1, 2) / pixels.shape[2] + eps * eye
+
+
+def blend_colour_moments(moments: Sequence[tuple[Tensor, Tensor]], weights: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """Mean and covariance of a mixture of pictures' pixels, picture i drawn with probability weights[i] (sum 1)."""
+    mean = sum((w * m for (m, _), w in zip(moments, weights, strict=True)), torch.zeros_like(moments[0][0]))
+    second = sum((w * (c + m @ m.transpose(1, 2)) for (m, c), w in zip(moments, weights, strict=True)))
+    return mean, second - mean @ mean.transpose(1, 2)
+
+
+def match_color_moments(source: Tensor, mean: Tensor, covariance: Tensor, *, eps: float = 1e-5) -> Tensor:
+    """Recolour `source` (N, 3, H, W) so that its RGB mean and covariance are `mean` (1 or N, 3, 1) and `covariance`
+    (1 or N, 3, 3); clamped to [0, 1]. The linear colour transfer of Gatys et al. 2017 (section 5.2):
+    x' = C_r^1/2 C_s^-1/2 (x - mu_s) + mu_r, computed in float64."""
+    if mean.shape[0] not in (1, source.shape[0]):
+        raise ValueError(f"reference batch {mean.shape[0]} does not match source batch {source.shape[0]}")
+    source_mean, source_covariance = colour_moments(source, eps=eps)
+    transform = _symmetric_power(covariance, 0.5, eps) @ _symmetric_power(source_covariance, -0.5, eps)
+    out = transform @ (source.double().flatten(2) - source_mean) + mean
+    return out.view_as(source).to(source.dtype).clamp(0, 1)
+
+
 def match_color(source: Tensor, reference: Tensor, *, eps: float = 1e-5) -> Tensor:
     """Recolour `source` so that its RGB mean and covariance equal `reference`'s; clamped to [0, 1].
 
-    The linear colour transfer of Gatys et al. 2017 (section 5.2): x' = C_r^1/2 C_s^-1/2 (x - mu_s) + mu_r, computed
-    per batch item in float64. Shapes: (N, 3, H, W) each; sizes may differ.
+    Shapes: (N, 3, H, W) and (1 or N, 3, H', W'); sizes may differ. See `match_color_moments`.
     """
-    n = source.shape[0]
-    if reference.shape[0] not in (1, n):
-        raise ValueError(f"reference batch {reference.shape[0]} does not match source batch {n}")
-    src = source.double().flatten(2)  # (N, 3, P)
-    ref = reference.double().flatten(2).expand(n, -1, -1)
-    mean_s, mean_r = src.mean(dim=2, keepdim=True), ref.mean(dim=2, keepdim=True)
-    centred_s, centred_r = src - mean_s, ref - mean_r
-    eye = torch.eye(3, dtype=torch.float64, device=source.device)
-    cov_s = centred_s @ centred_s.transpose(1, 2) / src.shape[2] + eps * eye
-    cov_r = centred_r @ centred_r.transpose(1, 2) / ref.shape[2] + eps * eye
-    transform = _symmetric_power(cov_r, 0.5, eps) @ _symmetric_power(cov_s, -0.5, eps)
-    out = transform @ centred_s + mean_r
-    return out.view_as(source).to(source.dtype).clamp(0, 1)
+    return match_color_moments(source, *colour_moments(reference, eps=eps), eps=eps)
 
 
 def mask_to_tensor(mask: Image.Image | Tensor, *, size: tuple[int, int], device=None, dtype=None) -> Tensor:

@@ -22,7 +22,14 @@ from studio.ops.adain import (
     channel_stats,
     masked_adain,
 )
-from studio.ops.color import match_color, rgb_to_yiq, transfer_luminance, yiq_to_rgb
+from studio.ops.color import (
+    blend_colour_moments,
+    colour_moments,
+    match_color,
+    rgb_to_yiq,
+    transfer_luminance,
+    yiq_to_rgb,
+)
 from studio.weights import load_state_dict, load_strict
 
 # --- the official layouts (naoto0804/pytorch-AdaIN net.py), written out as plain data -------------------------------
@@ -242,6 +249,16 @@ def test_match_color_gives_the_reference_mean_and_covariance() -> None:
     assert torch.allclose(mean_out, mean_ref, atol=2e-3)
     assert torch.allclose(cov_out, cov_ref, atol=5e-4)
     assert (moments(source)[0] - mean_ref).abs().max() > 0.1
+
+
+def test_blended_colour_moments_are_those_of_the_pooled_pixels() -> None:
+    first = pil_to_unit(_picture(7, (40, 40), (1.0, 0.3, 0.2)))
+    second = pil_to_unit(_picture(8, (40, 40), (0.2, 0.4, 1.0)))
+    pooled_mean, pooled_cov = colour_moments(torch.cat([first, second], dim=3))  # equal sizes: weights 1/2 each
+    mean, cov = blend_colour_moments([colour_moments(first), colour_moments(second)], [0.5, 0.5])
+    assert torch.allclose(mean, pooled_mean) and torch.allclose(cov, pooled_cov)
+    only_first = blend_colour_moments([colour_moments(first), colour_moments(second)], [1.0, 0.0])
+    assert all(torch.allclose(a, b) for a, b in zip(only_first, colour_moments(first), strict=True))
 
 
 def test_histogram_preservation_recolours_the_style_first(official) -> None:
