@@ -69,7 +69,7 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
     best loss. Every contender first runs a few steps at this size, as a running app already has: kernel selection,
     allocations, and for the studio the choice of convolution algorithm per layer (timed and reported)."""
     tag = f"gatys_{device.type}_{size}px"
-    plain = GatysSettings(size=size, steps=base_steps, spectral_decay=0.0, first_step=0.0)
+    plain = GatysSettings(size=size, steps=base_steps, init="content", spectral_decay=0.0, first_step=0.0)
     contenders = {
         "studio": (GatysSettings(size=size, steps=2 * base_steps, scales=gatys_scales(size)), "auto"),
         "coarse_to_fine_on_pixels": (replace(plain, steps=2 * base_steps, scales=3), "direct"),

@@ -39,7 +39,15 @@ from torch import Tensor, nn
 
 from studio.imaging import ImageSource, load_image, max_side_from_env, pil_to_unit, resize_long_side, unit_to_pil
 from studio.models.vgg import TAP_NAMES
-from studio.ops.color import grey, match_color, match_luminance, transfer_luminance
+from studio.ops.color import (
+    blend_colour_moments,
+    colour_moments,
+    grey,
+    match_color,
+    match_color_moments,
+    match_luminance,
+    transfer_luminance,
+)
 from studio.ops.common import (
     Cancelled,
     PreserveColor,
@@ -79,7 +87,7 @@ DEFAULT_STYLE_LAYERS: LayerWeights = (
     ("relu5_1", 1.0),
 )
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise")
+INITS = ("recoloured", "content", "noise")
 # Coarse levels keep at least this many pixels on their long side: below it relu4_2 (1/8 of the input) holds too
 # little of the content, the style takes over and the full-size steps start from a picture that lost its subject.
 MIN_LEVEL_SIDE = 128
@@ -102,7 +110,11 @@ class GatysSettings:
     total variation (mean squared neighbour difference of the [0, 1] picture). Layer weights are normalised to sum 1.
     style_scale: style images are resized to `style_scale * size` on their long side (bigger = bigger brush strokes).
     style_weights: blend of several styles (normalised; None = equal). learning_rate: Adam only (pixels in [0, 1]).
-    init: start from the content picture or from seeded noise. preserve_color: "none", "luminance" (transfer on luma,
+    init: "recoloured" starts from the content picture with its colours' mean and covariance matched to the styles'
+    (blended by style_weights); "content" from the content picture as it is; "noise" from seeded noise. Recolouring
+    is skipped when the content's colours are to be kept (preserve_color) or there is no style term. At 256 px it
+    cut the evaluations needed to reach the loss of 60 plain steps from 57/30/20/36 to 54/27/3/36 on four
+    content/style pairs. preserve_color: "none", "luminance" (transfer on luma,
     keep the content's chroma) or "histogram" (recolour the styles to the content's colour statistics first).
     """
 
@@ -115,7 +127,7 @@ class GatysSettings:
     tv_weight: float = 10.0
     content_layers: LayerWeights = DEFAULT_CONTENT_LAYERS
     style_layers: LayerWeights = DEFAULT_STYLE_LAYERS
-    init: Literal["content", "noise"] = "content"
+    init: Literal["recoloured", "content", "noise"] = "recoloured"
     seed: int = 0
     scales: int = 1
     coarse_steps: int = 25
@@ -550,6 +562,16 @@ def _run_lbfgs(parameter: Tensor, evaluate: Callable[[], Tensor], steps: int, fi
         optimizer.param_groups[0]["lr"] = 1.0  # later steps are scaled by the curvature history
 
 
+def _recoloured(content: Tensor, inputs: _Inputs, style_side: int) -> Tensor:
+    """`content` with the colour mean and covariance of the styles' pixels (mixed by the style weights)."""
+    moments, weights = [], []
+    for style, weight in zip(inputs.styles, inputs.style_weights, strict=True):
+        if weight > 0.0:
+            moments.append(colour_moments(pil_to_unit(resize_long_side(style, style_side), device=content.device)))
+            weights.append(weight)
+    return match_color_moments(content, *blend_colour_moments(moments, weights))
+
+
 def stylize_gatys(
     *,
     content: ImageSource,
@@ -592,7 +614,9 @@ def stylize_gatys(
         objective = _Objective(vgg=vgg, settings=settings, inputs=inputs, long_side=side, cache=cache)
         height, width = objective.content_input.shape[-2:]
         if picture is None:
-            if settings.init == "content":
+            if settings.init == "recoloured" and settings.preserve_color == "none" and objective.style_targets:
+                picture = _recoloured(objective.content_input, inputs, max(16, round(side * settings.style_scale)))
+            elif settings.init in ("content", "recoloured"):
                 picture = objective.content_input.clone()
             else:
                 generator = torch.Generator().manual_seed(settings.seed)

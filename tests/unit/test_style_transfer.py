@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from studio.imaging import pil_to_unit, unit_to_pil
+from studio.imaging import pil_to_unit, resize_long_side, unit_to_pil
 from studio.models.vgg import VGG19Features
 from studio.ops.color import rgb_to_yiq
 from studio.ops.style_transfer import (
@@ -134,6 +134,27 @@ def test_noise_init_is_seeded(vgg) -> None:
     assert not np.array_equal(np.asarray(first.image), np.asarray(other.image))
 
 
+def _rgb_mean(image: Image.Image) -> Tensor:
+    return pil_to_unit(image).double().flatten(2)[0].mean(dim=1)
+
+
+def test_recoloured_init_starts_from_the_content_in_the_blended_styles_colours(vgg) -> None:
+    def start(**options) -> Image.Image:  # one evaluation: the result is the starting picture
+        settings = GatysSettings(size=40, steps=1, **options)
+        return stylize_gatys(content=CONTENT, styles=[STYLE, OTHER_STYLE], vgg=vgg, settings=settings).image
+
+    styles_mean = torch.stack([_rgb_mean(STYLE), _rgb_mean(OTHER_STYLE)])
+    for weights in ((1.0, 0.0), (0.0, 1.0), (0.5, 0.5)):
+        recoloured = start(style_weights=weights, style_scale=1.0)
+        expected = torch.tensor(weights, dtype=torch.float64) @ styles_mean
+        assert torch.allclose(_rgb_mean(recoloured), expected, atol=0.03), weights
+    assert GatysSettings().init == "recoloured"
+    content = np.asarray(start(init="content")).astype(int)
+    assert np.abs(content - np.asarray(resize_long_side(CONTENT, 40)).astype(int)).max() <= 1
+    for kept in ({"preserve_color": "histogram"}, {"style_weight": 0.0}):
+        assert np.array_equal(np.asarray(start(**kept)), content), kept
+
+
 def test_style_blend_weights_are_normalised(vgg) -> None:
     def loss(weights, styles=(STYLE, OTHER_STYLE)):
         settings = GatysSettings(size=48, style_weights=weights)
@@ -233,7 +254,7 @@ def test_first_lbfgs_step_has_the_asked_size() -> None:
 
 
 def test_studio_lbfgs_beats_textbook_lbfgs_for_the_same_steps(vgg) -> None:
-    settings = GatysSettings(size=64, steps=12, style_layers=TINY.style_layers)
+    settings = GatysSettings(size=64, steps=12, style_layers=TINY.style_layers, init="content")
     content, style = _picture(3, (64, 48), cells=8), _picture(4, (64, 64), (1.0, 0.6, 0.3), cells=12)
     spectral = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=settings)
     pixels = stylize_gatys(
