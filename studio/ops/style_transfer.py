@@ -5,12 +5,16 @@ matrices match the style images' at the style layers, plus a small total-variati
 (squared error divided by the target's squared norm), so one set of weights suits every VGG weight set.
 
 Speed, measured on 2 CPU cores with the real VGG19 (benchmarks/bench_stylize.py: seconds to reach the loss that 60
-plain L-BFGS steps on pixels reach, chelsea + Matisse):
+textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; chelsea + Matisse):
 - Spectral parametrisation (`SpectralPicture`, on by default): L-BFGS steps on Fourier coefficients scaled by
-  1/f^0.5 instead of on pixels: 1.6x faster at 256 px, 2.2x at 512 px.
+  1/f^0.5 instead of on pixels: 1.6x fewer steps at 256 px, 2.2x at 512 px.
 - A first L-BFGS step of a fixed size (`GatysSettings.first_step`) instead of torch's pixel-count-dependent one: 0-5
-  fewer evaluations. With both, the plain 60-step loss took 36 evaluations at 256 px (1.6x faster) and 25 at 512 px
-  (2.4x); at 256 px on three other content/style pairs, 59, 29 and 18.
+  fewer evaluations.
+- A start recoloured to the styles' colours (`GatysSettings.init`): no change on chelsea, 57 -> 54, 30 -> 27 and
+  20 -> 3 evaluations on three other pairs at 256 px.
+- With all three the textbook 60-step loss took 36 evaluations at 256 px and 22 at 512 px. VGG19's convolutions
+  tuned to the CPU (studio.models.fast_conv) make each evaluation 1.3-1.5x cheaper: 2.2x faster in all at 256 px,
+  4.1x at 512 px.
 - Coarse-to-fine (`GatysSettings.scales > 1`): each level starts from the upsampled result of the level below. On
   pixels it is 1.1-1.4x faster at 256 px and 1.5-1.75x at 512 px (three runs). On top of the spectral
   parametrisation it still saves full-size steps (27 -> 23 at 512 px), but its coarse levels cost more time than
