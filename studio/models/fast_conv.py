@@ -139,14 +139,19 @@ class FrozenConv3x3:
         return output
 
     def _fastest(self, direction: Direction, x: Tensor) -> tuple[Algorithm, Tensor]:
-        """Run every candidate once on `x`; return the fastest and its output."""
+        """Run every candidate once on `x`; return the fastest and its output. A candidate that fails is left out."""
         seconds: dict[Algorithm, float] = {}
         outputs: dict[Algorithm, Tensor] = {}
         for name in self.candidates():
             if name == "winograd":
                 self._winograd_filters(direction)  # transforming the weights is a one-off cost, left out
             started = time.perf_counter()
-            outputs[name] = self._algorithm(name)(direction, x)
+            try:
+                outputs[name] = self._algorithm(name)(direction, x)
+            except RuntimeError:
+                if name == "direct":
+                    raise
+                continue  # NNPACK refuses some shapes and machines; the others remain
             seconds[name] = time.perf_counter() - started
         best = min(seconds, key=seconds.__getitem__)
         if best != "winograd" and "winograd" not in {

@@ -83,6 +83,19 @@ def test_the_first_call_for_a_shape_chooses_an_algorithm_and_later_calls_repeat_
     assert _close(first, F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
+def test_a_failing_candidate_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    monkeypatch.setattr(FrozenConv3x3, "_nnpack", refuse)
+    monkeypatch.setattr(FrozenConv3x3, "_winograd_conv", refuse)
+    conv = _frozen_conv(3, 4)
+    x = torch.randn(1, 3, 9, 9)
+    with torch.no_grad():
+        output = FrozenConv3x3(conv)(x)
+    assert _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
 def test_changed_weights_are_picked_up() -> None:
     conv = _frozen_conv(3, 5)
     layer = FrozenConv3x3(conv)
