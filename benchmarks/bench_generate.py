@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
+from unittest import mock
 
 import torch
+from timing import median_seconds
 
 from studio import Studio
 from studio.imaging import signed_to_pil
 from studio.loader import build_module
 from studio.ops.generation import seeded_latents, synthesize
 from studio.registry import builtin_models
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def trained_like(module: torch.nn.Module, steps: int = 3) -> torch.nn.Module:
@@ -66,8 +57,8 @@ def main() -> None:
     print(f"cpu_projected_gan_256px_one_image_median {projected_seconds * 1000:.1f} ms")
 
     if not args.quick:
-        with tempfile.TemporaryDirectory() as cache:  # an empty cache, so the directions are really computed
-            os.environ["STUDIO_CACHE_DIR"] = cache
+        # An empty cache, so the directions are really computed.
+        with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"STUDIO_CACHE_DIR": cache}):
             fresh = Studio(device="cpu")
             fresh.load("omniart-eyes")
             start = time.perf_counter()

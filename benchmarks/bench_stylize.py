@@ -15,7 +15,6 @@ layout and loaded through the converters (timing does not depend on the values).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -31,6 +30,7 @@ from studio.api import gatys_scales  # noqa: E402
 from studio.imaging import load_image  # noqa: E402
 from studio.ops.adain import AdaINSettings, AdaINStylizer, adain_stylize  # noqa: E402
 from studio.ops.style_transfer import GatysSettings, level_sizes, stylize_gatys  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CONTENT = DATA / "content" / "chelsea.png"
@@ -88,14 +88,13 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
     for name, (settings, convolution) in contenders.items():
         vgg.convolution = convolution
         started = time.perf_counter()
-        # Eight evaluations finish the studio's per-layer algorithm trials (two rounds of three per shape).
-        warm_up = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, steps=8))
+        # The first run at this size also chooses the studio's convolution algorithms (on each layer's first call).
+        stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, steps=8))
         if convolution == "auto":
             report(f"{tag}_{name}_first_8_steps_with_tuning", time.perf_counter() - started, "s")
             warm_started = time.perf_counter()
             stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, steps=8))
             report(f"{tag}_{name}_8_steps_tuned", time.perf_counter() - warm_started, "s")
-        del warm_up
         levels = "_".join(map(str, level_sizes(size, settings.scales, min_side=settings.min_level_side)))
         seconds, full_steps = seconds_to_loss(vgg, content, style, settings, target)
         if seconds is None:
@@ -172,15 +171,6 @@ def build_adain(device: torch.device, dtype: torch.dtype = torch.float32, *, pat
     return encoder.to(device, dtype).eval(), decoder.to(device, dtype).eval()
 
 
-def median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def bench_adain(*, quick: bool, device: torch.device) -> None:
     import tempfile
 
@@ -191,7 +181,6 @@ def bench_adain(*, quick: bool, device: torch.device) -> None:
     style = load_image(STYLE)
     stylizer = AdaINStylizer(encoder=encoder, decoder=decoder)
     settings = AdaINSettings(content_size=size, style_size=size, preview_size=preview)
-    stylizer.stylize(content=content, styles=[style], settings=settings)  # warm-up
 
     def full() -> None:
         stylizer.clear_cache()
@@ -207,10 +196,9 @@ def bench_adain(*, quick: bool, device: torch.device) -> None:
         moved = AdaINSettings(content_size=size, style_size=size, preview_size=preview, alpha=next(alphas))
         stylizer.preview(content=content, styles=[style], settings=moved)
 
+    # median_seconds' warm-up call also fills the feature caches that alpha changes and previews reuse.
     report(f"adain_cpu_{size}px_full_run_median", median_seconds(full, repeats), "s")
-    stylizer.stylize(content=content, styles=[style], settings=settings)
     report(f"adain_cpu_{size}px_alpha_change_median", median_seconds(alpha_change, repeats), "s")
-    stylizer.preview(content=content, styles=[style], settings=settings)
     report(f"adain_cpu_{preview}px_preview_median", median_seconds(preview_drag, repeats), "s")
 
     if device.type == "cuda":
