@@ -19,10 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin
 
 from studio import imaging
-from studio.ops.common import (
-    Cancelled,
-    check_output_side,
-)  # Cancelled is re-exported: progress callbacks that return False raise it
+from studio.ops.common import Cancelled, check_output_side  # Cancelled is re-exported: stopped progress raises it
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
     ProgressCallback,

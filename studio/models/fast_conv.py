@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ALGORITHMS", "FrozenConv3x3", "frozen_conv3x3", "winograd_conv3x3", "winograd_weights"]
+__all__ = ["ALGORITHMS", "FrozenConv3x3", "can_use_frozen_conv3x3", "winograd_conv3x3", "winograd_weights"]
 
 Algorithm = Literal["direct", "nnpack", "winograd"]
 Direction = Literal["forward", "backward"]
@@ -108,7 +108,7 @@ class FrozenConv3x3:
 
     Wraps an `nn.Conv2d` without copying it; the derived tensors (flipped weights, Winograd transforms) are rebuilt
     when its weights are replaced or changed in place. Call it like a function: `layer(x)`. Use it only on the CPU in
-    float32 with weights that do not require gradients (`frozen_conv3x3` checks).
+    float32 with weights that do not require gradients (`can_use_frozen_conv3x3` checks).
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -212,7 +212,7 @@ class _FrozenConv3x3Function(torch.autograd.Function):
         return ctx.layer.run("backward", grad.contiguous()), None
 
 
-def frozen_conv3x3(conv: nn.Conv2d, x: Tensor) -> bool:
+def can_use_frozen_conv3x3(conv: nn.Conv2d, x: Tensor) -> bool:
     """Whether `FrozenConv3x3` may stand in for `conv` on input `x`: CPU, float32, weights without gradients."""
     return (
         x.device.type == "cpu"

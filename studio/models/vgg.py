@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from studio.imaging import vgg_preprocess
-from studio.models.fast_conv import FrozenConv3x3, frozen_conv3x3
+from studio.models.fast_conv import FrozenConv3x3, can_use_frozen_conv3x3
 
 # (block, convs per block, channels): VGG19 configuration "E".
 VGG19_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -79,7 +79,7 @@ class VGG19Features(nn.Module):
         conv = self.convs[name]
         if self.reflect:
             return conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))
-        if self.convolution == "auto" and frozen_conv3x3(conv, x):
+        if self.convolution == "auto" and can_use_frozen_conv3x3(conv, x):
             if name not in self._tuned:
                 self._tuned[name] = FrozenConv3x3(conv)
             return self._tuned[name](x)

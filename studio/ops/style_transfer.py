@@ -118,8 +118,9 @@ class GatysSettings:
     (blended by style_weights); "content" from the content picture as it is; "noise" from seeded noise. Recolouring
     is skipped when the content's colours are to be kept (preserve_color) or there is no style term. At 256 px it
     cut the evaluations needed to reach the loss of 60 plain steps from 57/30/20/36 to 54/27/3/36 on four
-    content/style pairs. preserve_color: "none", "luminance" (transfer on luma,
-    keep the content's chroma) or "histogram" (recolour the styles to the content's colour statistics first).
+    content/style pairs.
+    preserve_color: "none", "luminance" (transfer on luma, keep the content's chroma) or "histogram" (recolour the
+    styles to the content's colour statistics first).
     """
 
     size: int = 512
@@ -354,11 +355,6 @@ def _normalised(layers: LayerWeights) -> dict[str, float]:
     return {name: weight for name, weight in merged.items() if weight > 0.0}
 
 
-def _features(vgg: nn.Module, picture: Tensor, taps) -> dict[str, Tensor]:
-    # Contiguous (NCHW) on purpose: channels_last measured 5-40% slower for forward + backward on CPU (torch 2.14).
-    return vgg(picture, taps)
-
-
 class _Objective:
     """The Gatys loss at one size: content activations and blended style Grams fixed, picture free."""
 
@@ -383,7 +379,7 @@ class _Objective:
         self.content_targets: dict[str, Tensor] = {}
         if self.content_layers and settings.content_weight > 0.0:
             with torch.no_grad():
-                found = _features(vgg, self.content_input, self.content_layers.keys())
+                found = vgg(self.content_input, self.content_layers.keys())
             self.content_targets = {name: found[name].detach() for name in self.content_layers}
         self.style_targets: dict[str, Tensor] = {}
         if settings.style_weight > 0.0:
@@ -413,7 +409,7 @@ class _Objective:
         elif variant == "histogram":
             picture = match_color(picture, self.content_rgb)
         with torch.no_grad():
-            features = _features(self.vgg, picture, layers)
+            features = self.vgg(picture, layers)
         grams = {name: gram_matrix(features[name]).detach() for name in layers}
         if cache is not None:
             cache.put(self.vgg, key, grams)
@@ -422,7 +418,7 @@ class _Objective:
     def __call__(self, picture: Tensor) -> tuple[Tensor, dict[str, float]]:
         """picture (1, 3, H, W) -> (scalar loss with grad, {"content", "style", "tv", "loss"} as floats)."""
         s = self.settings
-        features = _features(self.vgg, picture, self.taps)
+        features = self.vgg(picture, self.taps)
         zero = picture.new_zeros(())
         content = sum(
             (
@@ -501,6 +497,7 @@ def _optimise(
     Returns the evaluated picture with the lowest loss (detached) and whether the callback asked to stop. A non-finite
     loss (L-BFGS without line search can overshoot) ends the level early with the best picture so far.
     """
+    # Contiguous (NCHW) on purpose: channels_last measured 5-40% slower for forward + backward on CPU (torch 2.14).
     start = picture.detach().clone(memory_format=torch.contiguous_format)
     if settings.optimizer == "lbfgs" and settings.spectral_decay > 0.0:
         spectral = SpectralPicture(start, settings.spectral_decay)

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from studio.models.fast_conv import ALGORITHMS, FrozenConv3x3, frozen_conv3x3, winograd_conv3x3, winograd_weights
+from studio.models.fast_conv import (
+    ALGORITHMS,
+    FrozenConv3x3,
+    can_use_frozen_conv3x3,
+    winograd_conv3x3,
+    winograd_weights,
+)
 from studio.models.vgg import VGG19Features
 
 NNPACK = torch.backends.nnpack.is_available()
@@ -112,10 +118,10 @@ def test_changed_weights_are_picked_up() -> None:
 def test_only_frozen_float32_cpu_weights_take_the_tuned_path() -> None:
     conv = nn.Conv2d(3, 4, 3)
     x = torch.randn(1, 3, 8, 8)
-    assert not frozen_conv3x3(conv, x)  # trainable weights: no gradient would reach them
+    assert not can_use_frozen_conv3x3(conv, x)  # trainable weights: no gradient would reach them
     conv.requires_grad_(False)
-    assert frozen_conv3x3(conv, x)
-    assert not frozen_conv3x3(conv, x.double())
+    assert can_use_frozen_conv3x3(conv, x)
+    assert not can_use_frozen_conv3x3(conv, x.double())
     with pytest.raises(ValueError, match="3x3 convolution"):
         FrozenConv3x3(nn.Conv2d(3, 4, 3, stride=2))
 
