@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from studio.models.vgg import ReflectionPad1
+
 
 def _conv(in_channels: int, out_channels: int, relu: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3)]
+    layers: list[nn.Module] = [ReflectionPad1(), nn.Conv2d(in_channels, out_channels, 3)]
     return layers + [nn.ReLU()] if relu else layers
 
 

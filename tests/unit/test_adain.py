@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from studio.imaging import pil_to_unit, resize_long_side
 from studio.loader import from_adain_decoder, from_adain_vgg_normalised
 from studio.models.adain import AdaINDecoder
-from studio.models.vgg import VGG19Features
+from studio.models.vgg import VGG19Features, reflection_pad_1
 from studio.ops.adain import (
     AdaINSettings,
     AdaINStylizer,
@@ -143,6 +144,21 @@ CONTENT = _picture(0, (64, 48))
 RED = _picture(1, (56, 40), (1.0, 0.3, 0.2))
 BLUE = _picture(2, (40, 56), (0.2, 0.4, 1.0))
 SMALL = AdaINSettings(content_size=64, style_size=56, preview_size=32)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 2, 2), (3, 8, 9, 4)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_reflection_padding_equals_torchs_and_keeps_the_memory_format(shape, layout) -> None:
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(memory_format=layout).requires_grad_()
+    ours, torchs = reflection_pad_1(x), F.pad(x, (1, 1, 1, 1), mode="reflect")
+    assert torch.equal(ours, torchs)
+    assert ours.is_contiguous(memory_format=layout)
+    upstream = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1))
+    (our_gradient,) = torch.autograd.grad(ours, x, upstream)
+    (torch_gradient,) = torch.autograd.grad(torchs, x, upstream)
+    assert torch.allclose(our_gradient, torch_gradient, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="at least 2x2"):
+        reflection_pad_1(torch.zeros(1, 3, 1, 5))
 
 
 def test_matches_the_original_formulation(official) -> None:
