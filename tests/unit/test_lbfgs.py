@@ -1,0 +1,127 @@
+"""L-BFGS in compact form: the same iterates as torch.optim.LBFGS, the first step's size, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from studio.ops.lbfgs import CompactInverseHessian, minimize_lbfgs
+
+GENERATOR = torch.Generator().manual_seed(0)
+MATRIX = torch.randn(60, 40, generator=GENERATOR, dtype=torch.float64)
+OFFSET = torch.randn(60, generator=GENERATOR, dtype=torch.float64)
+
+
+def smooth_loss(x: Tensor) -> Tensor:
+    """Smooth, non-quadratic and bounded below: the curvature changes from step to step."""
+    return torch.log(torch.cosh(MATRIX @ x - OFFSET)).sum() + 0.05 * x.pow(4).sum()
+
+
+def torch_lbfgs(steps: int, history: int) -> Tensor:
+    x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [x], lr=1, max_iter=1, history_size=history, tolerance_grad=0.0, tolerance_change=0.0
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = smooth_loss(x)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        optimizer.step(closure)
+    return x.detach()
+
+
+def our_lbfgs(steps: int, history: int, first_step: float = 0.0) -> tuple[Tensor, int]:
+    x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+    evaluations = []
+
+    def evaluate() -> Tensor:
+        x.grad = None
+        loss = smooth_loss(x)
+        loss.backward()
+        evaluations.append(float(loss.detach()))
+        return loss
+
+    minimize_lbfgs(x, evaluate, steps=steps, first_step=first_step, history=history)
+    return x.detach(), len(evaluations)
+
+
+@pytest.mark.parametrize(("steps", "history"), [(2, 5), (12, 5), (30, 5), (30, 50), (40, 1)])
+def test_same_iterates_as_torchs_lbfgs(steps: int, history: int) -> None:
+    # history 5 with 12 or 30 steps wraps the pair buffers around several times
+    ours, evaluations = our_lbfgs(steps, history)
+    assert evaluations == steps
+    reference = torch_lbfgs(steps, history)
+    assert torch.allclose(ours, reference, atol=1e-12, rtol=0)
+    assert smooth_loss(ours) < smooth_loss(torch.zeros(40, dtype=torch.float64))
+
+
+def test_compact_form_equals_the_dense_bfgs_recursion() -> None:
+    # H = V_k^T ... V_1^T (gamma I) V_1 ... V_k + the rank-one terms, V_i = I - rho_i y_i s_i^T, applied to the
+    # last `history` pairs in order; gamma = s.y / y.y of the newest pair.
+    generator = torch.Generator().manual_seed(1)
+    dimension, history = 7, 4
+    basis = torch.randn(dimension, dimension, generator=generator, dtype=torch.float64)
+    hessian = basis @ basis.T + torch.eye(dimension, dtype=torch.float64)
+    inverse = CompactInverseHessian(history=history)
+    pairs = []
+    for step in torch.randn(6, dimension, generator=generator, dtype=torch.float64):  # 6 pairs: the buffer wraps
+        change = hessian @ step + 0.1 * torch.randn(dimension, generator=generator, dtype=torch.float64)
+        if inverse.add(step, change):
+            pairs.append((step, change))
+    kept = pairs[-history:]
+    newest_step, newest_change = kept[-1]
+    dense = (
+        float(newest_step @ newest_change)
+        / float(newest_change @ newest_change)
+        * torch.eye(dimension, dtype=torch.float64)
+    )
+    identity = torch.eye(dimension, dtype=torch.float64)
+    for step, change in kept:
+        rho = 1.0 / float(step @ change)
+        left = identity - rho * torch.outer(step, change)
+        dense = left @ dense @ left.T + rho * torch.outer(step, step)
+    gradient = torch.randn(dimension, generator=generator, dtype=torch.float64)
+    assert len(inverse) == history
+    assert torch.allclose(inverse.times(gradient), dense @ gradient, atol=1e-10, rtol=0)
+    assert torch.allclose(inverse.times(newest_change), newest_step, atol=1e-10, rtol=0)  # the secant condition
+
+
+def test_pairs_without_positive_curvature_are_refused() -> None:
+    inverse = CompactInverseHessian(history=3)
+    step = torch.tensor([1.0, 0.0])
+    assert not inverse.add(step, -step)  # s.y < 0: the update would not keep H positive definite
+    assert len(inverse) == 0
+    gradient = torch.tensor([0.3, -0.2])
+    assert torch.equal(inverse.times(gradient), gradient)  # nothing remembered: H = I
+    with pytest.raises(ValueError, match="history"):
+        CompactInverseHessian(history=0)
+
+
+def test_first_step_has_the_asked_size_without_an_extra_evaluation() -> None:
+    target = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+
+    def first_update(first_step: float) -> tuple[Tensor, int]:
+        parameter = torch.zeros(1000, requires_grad=True)
+        calls = []
+
+        def evaluate() -> Tensor:
+            parameter.grad = None
+            loss = 0.5 * (parameter - target).pow(2).sum()
+            loss.backward()
+            calls.append(1)
+            return loss
+
+        minimize_lbfgs(parameter, evaluate, steps=1, first_step=first_step)
+        return parameter.detach(), len(calls)
+
+    moved, evaluations = first_update(0.01)
+    assert evaluations == 1
+    assert float(moved.pow(2).mean().sqrt()) == pytest.approx(0.01, rel=1e-4)
+    assert torch.nn.functional.cosine_similarity(moved, target, dim=0) > 0.9999  # along the negative gradient
+    torch_rule, _ = first_update(0.0)  # torch's rule: the gradient divided by its L1 norm
+    assert torch.allclose(torch_rule, target / target.abs().sum(), atol=1e-7)
