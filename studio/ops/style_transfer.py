@@ -382,14 +382,14 @@ class _Objective:
             with torch.no_grad():
                 found = vgg(self.content_input, self.content_layers.keys())
             self.content_targets = {name: found[name].detach() for name in self.content_layers}
+        self.style_side = max(16, round(long_side * settings.style_scale))  # style images' long side at this size
         self.style_targets: dict[str, Tensor] = {}
         if settings.style_weight > 0.0:
-            style_side = max(16, round(long_side * settings.style_scale))
             blended: dict[str, Tensor] = {}
             for style, digest, weight in zip(inputs.styles, inputs.style_digests, inputs.style_weights, strict=True):
                 if weight == 0.0:
                     continue
-                grams = self._style_grams(style, digest, style_side, inputs.content_digest, cache)
+                grams = self._style_grams(style, digest, self.style_side, inputs.content_digest, cache)
                 for name, gram in grams.items():
                     blended[name] = blended[name] + weight * gram if name in blended else weight * gram
             self.style_targets = blended
@@ -593,7 +593,7 @@ def stylize_gatys(
         height, width = objective.content_input.shape[-2:]
         if picture is None:
             if settings.init == "recoloured" and settings.preserve_color == "none" and objective.style_targets:
-                picture = _recoloured(objective.content_input, inputs, max(16, round(side * settings.style_scale)))
+                picture = _recoloured(objective.content_input, inputs, objective.style_side)
             elif settings.init in ("content", "recoloured"):
                 picture = objective.content_input.clone()
             else:
