@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
-
 import av
 import numpy as np
 import pytest
@@ -12,17 +10,12 @@ from PIL import Image
 from studio import Studio
 from studio.cli import main as cli_main
 from studio.ops.common import Cancelled
+from tests.frames import zip_frames
 
 
 @pytest.fixture(scope="module")
 def studio() -> Studio:
     return Studio(device="cpu")
-
-
-def zip_frames(path) -> list[np.ndarray]:
-    with zipfile.ZipFile(path) as archive:
-        names = sorted(archive.namelist())
-        return [np.asarray(Image.open(archive.open(name)).convert("RGB")) for name in names]
 
 
 def test_keyframes_land_exactly_on_the_generated_images(studio: Studio, tmp_path) -> None:
