@@ -17,7 +17,7 @@ import time
 from unittest import mock
 
 import torch
-from timing import median_seconds
+from timing import add_device_option, devices_to_run, median_seconds
 
 from studio import Studio
 from studio.imaging import signed_to_pil
@@ -38,16 +38,13 @@ def trained_like(module: torch.nn.Module, steps: int = 3) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the CPU, then CUDA if there is one"
-    )
+    add_device_option(parser)
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible to torch")
-    if args.device in ("auto", "cpu"):
-        bench_cpu(quick=args.quick)
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        bench_cuda()
+    for device in devices_to_run(parser, args.device):
+        if device == "cpu":
+            bench_cpu(quick=args.quick)
+        else:
+            bench_cuda()
 
 
 def bench_cpu(*, quick: bool) -> None:

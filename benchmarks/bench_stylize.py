@@ -32,7 +32,7 @@ from studio.api import gatys_scales  # noqa: E402
 from studio.imaging import load_image  # noqa: E402
 from studio.ops.adain import AdaINSettings, AdaINStylizer, adain_stylize  # noqa: E402
 from studio.ops.style_transfer import GatysSettings, level_sizes, stylize_gatys  # noqa: E402
-from timing import median_seconds  # noqa: E402
+from timing import add_device_option, devices_to_run, median_seconds  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CONTENT = DATA / "content" / "chelsea.png"
@@ -228,17 +228,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few steps (smoke run)")
     parser.add_argument("--only", choices=("gatys", "adain"), help="run one half")
-    parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the CPU, then CUDA if there is one"
-    )
+    add_device_option(parser)
     args = parser.parse_args()
-    devices = [torch.device(name) for name in ("cpu", "cuda") if args.device in ("auto", name)]
-    if args.device == "auto" and not torch.cuda.is_available():
-        devices.remove(torch.device("cuda"))
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible to torch")
     report("torch_threads", torch.get_num_threads(), "threads")
-    for device in devices:
+    for device in map(torch.device, devices_to_run(parser, args.device)):
         if args.only in (None, "adain"):
             bench_adain(quick=args.quick, device=device)
         if args.only in (None, "gatys"):
