@@ -11,12 +11,13 @@ import math
 import os
 import secrets
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from studio import imaging
 from studio.ops.common import Cancelled, check_output_side  # Cancelled is re-exported: stopped progress raises it
@@ -67,15 +68,33 @@ class GenerationSettings:
 
     @classmethod
     def from_json(cls, text: str) -> GenerationSettings:
-        data = json.loads(text)
-        return cls(
-            model=data["model"],
-            seeds=tuple(int(seed) for seed in data["seeds"]),
-            psi=float(data.get("psi", 1.0)),
-            class_name=data.get("class_name"),
-            directions={int(key): float(value) for key, value in (data.get("directions") or {}).items()},
-            size=data.get("size"),
-        )
+        """Parse and check settings read from a file: anything out of range raises ValueError saying what."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("they are not a JSON object")
+            model, seeds, size = data.get("model"), data.get("seeds"), data.get("size")
+            class_name, directions = data.get("class_name"), data.get("directions") or {}
+            if not isinstance(model, str) or not model:
+                raise ValueError("the model name is missing")
+            if not isinstance(seeds, list) or not seeds:
+                raise ValueError("the seeds are missing")
+            if class_name is not None and not isinstance(class_name, str):
+                raise ValueError(f"the class must be a name, got {class_name!r}")
+            if not isinstance(directions, dict):
+                raise ValueError(f"the directions must map an index to an amount, got {directions!r}")
+            if size is not None:
+                size = _check_output_size(size)
+            return cls(
+                model=model,
+                seeds=tuple(_check_seed(seed) for seed in seeds),
+                psi=_check_psi(data.get("psi", 1.0)),
+                class_name=class_name,
+                directions=_check_directions({_direction_index(key): value for key, value in directions.items()}),
+                size=size,
+            )
+        except ValueError as error:  # json.JSONDecodeError is a ValueError too
+            raise ValueError(f"the studio settings stored in this PNG are damaged: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -149,10 +168,35 @@ def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationS
 
 
 def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> GenerationSettings:
-    """The generation settings stored in a PNG written by the studio."""
-    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
-    text = getattr(image, "text", {}).get(METADATA_KEY) or image.info.get(METADATA_KEY)
+    """The generation settings stored in a PNG written by the studio; ValueError saying what is wrong otherwise."""
+    if isinstance(path_or_image, Image.Image):
+        return _settings_in(path_or_image)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path_or_image) as image:
+                if image.format != "PNG":
+                    raise ValueError(f"this is a {image.format} file; give a PNG that the studio saved")
+                image.load()  # text chunks after the pixels are read here too
+                return _settings_in(image)
+    except FileNotFoundError:
+        raise ValueError(f"{path_or_image} not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path_or_image} is a folder; give a PNG that the studio saved") from None
+    except UnidentifiedImageError:
+        raise ValueError("this file is not an image; give a PNG that the studio saved") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"this PNG is too large to open safely ({error}); it was not made by the studio") from None
+    except (OSError, SyntaxError, EOFError) as error:
+        raise ValueError(f"this PNG could not be read ({error}); the file looks truncated or corrupt") from None
+
+
+def _settings_in(image: Image.Image) -> GenerationSettings:
+    chunks = {**image.info, **getattr(image, "text", {})}
+    text = chunks.get(METADATA_KEY)
     if not text:
+        if chunks.get(STYLIZE_METADATA_KEY):
+            raise ValueError("this is a stylized picture; recreating works for artworks saved from Generate")
         raise ValueError("this image has no GAN Art Studio settings (it was not generated here, or was re-saved)")
     return GenerationSettings.from_json(text)
 
@@ -676,17 +720,34 @@ def _check_psi(psi: Any) -> float:
     return value
 
 
+def _direction_index(key: Any) -> int:
+    """A direction's index: a whole number >= 0 (JSON stores it as text)."""
+    try:
+        index = int(key)
+    except (TypeError, ValueError):
+        index = -1
+    if isinstance(key, bool) or index < 0 or (isinstance(key, float) and not key.is_integer()):
+        raise ValueError(f"a direction is named by its index, a whole number from 0, got {key!r}")
+    return index
+
+
 def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float]:
+    if directions is not None and not isinstance(directions, Mapping):
+        raise ValueError(f"directions map a direction index to an amount, e.g. {{0: 2.5}}; got {directions!r}")
     checked: dict[int, float] = {}
     for index, amount in (directions or {}).items():
-        value = float(amount)
+        index = _direction_index(index)
+        try:
+            value = float(amount)
+        except (TypeError, ValueError):
+            raise ValueError(f"direction {index} amount must be a number, got {amount!r}") from None
         if not math.isfinite(value) or abs(value) > DIRECTION_AMOUNT_LIMIT:
             raise ValueError(
                 f"direction {index} amount must be between -{DIRECTION_AMOUNT_LIMIT} and {DIRECTION_AMOUNT_LIMIT}, "
                 f"got {amount!r}"
             )
         if value != 0.0:
-            checked[int(index)] = value
+            checked[index] = value
     return checked
 
 

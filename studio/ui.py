@@ -27,13 +27,11 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image, UnidentifiedImageError
 
 from studio.api import MAX_SEED, Cancelled, GenerationResult, Studio, read_png_settings
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
@@ -177,24 +175,6 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
         seeds.append(seed)
     return seeds
-
-
-def _settings_from_png(path: str) -> Any:
-    """`read_png_settings` for an uploaded file, with a message for files that are not a readable PNG."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.format != "PNG":
-                    raise ValueError(f"this is a {image.format} file; drop a PNG that the studio saved")
-                image.load()  # text chunks after the pixels are read here too
-                return read_png_settings(image)
-    except UnidentifiedImageError:
-        raise ValueError("this file is not an image; drop a PNG that the studio saved") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"this PNG is too large to open safely ({error}); it was not made by the studio") from None
-    except (OSError, SyntaxError, EOFError) as error:
-        raise ValueError(f"this PNG could not be read ({error}); the file looks truncated or corrupt") from None
 
 
 def _megabytes(size: int | None) -> str:
@@ -732,17 +712,28 @@ class StudioUI:
         """Read the settings stored in a studio PNG back into the Generate widgets."""
         if not png:
             raise ValueError("drop a PNG that the studio saved (it carries its settings)")
-        settings = _settings_from_png(png)
+        settings = read_png_settings(png)
         spec = self.studio.spec(settings.model)
+        if spec.kind != "generator":
+            raise ValueError(f"this PNG names {settings.model}, a {spec.kind}, not an image generator")
         seeds = list(settings.seeds)
         consecutive = all(later == earlier + 1 for earlier, later in zip(seeds, seeds[1:], strict=False))
         if not consecutive:
             gr.Warning("These seeds are not consecutive; the studio recreates the first one.")
             seeds = seeds[:1]
+        if len(seeds) > MAX_UI_BATCH:
+            gr.Warning(f"This PNG holds {len(seeds)} seeds; the page shows the first {MAX_UI_BATCH}.")
+        if settings.size is not None:
+            gr.Warning(f"It was saved at {settings.size} px; the page renders at the model's own size.")
         hidden = {index: amount for index, amount in settings.directions.items() if index >= DIRECTION_SLIDERS}
         if hidden:
             gr.Warning(f"Directions beyond the first {DIRECTION_SLIDERS} are not shown here: {hidden}")
         amounts = [settings.directions.get(index, 0.0) for index in range(DIRECTION_SLIDERS)]
+        if any(abs(amount) > DIRECTION_RANGE for amount in amounts):
+            raise ValueError(
+                f"this PNG moves a direction beyond the sliders' ±{DIRECTION_RANGE:g}; "
+                "recreate it from Python with Studio().regenerate(png)"
+            )
         class_update = gr.update(
             visible=bool(spec.classes), choices=list(spec.classes), value=settings.class_name if spec.classes else None
         )

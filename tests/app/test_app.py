@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from studio.api import Studio, read_png_settings
+from studio.api import METADATA_KEY, Studio, read_png_settings
 from tests.apprunner import running_app
 
 
@@ -243,7 +243,16 @@ def test_bad_files_give_messages_and_the_server_keeps_serving(client: Client, tm
     truncated = tmp_path / "cut.png"
     whole = Path(_generate(client, seed=1)[2]).read_bytes()
     truncated.write_bytes(whole[: whole.index(b"IDAT") + 200])  # header and settings intact, pixels cut
-    for bad, expected in ((text, "not an image"), (huge, "too large"), (truncated, "truncated|corrupt")):
+    damaged = tmp_path / "damaged.png"  # a seed beyond 64 bits once broke the response itself
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, json.dumps({"model": "omniart-eyes", "seeds": [2**70]}))
+    Image.new("RGB", (8, 8)).save(damaged, pnginfo=info)
+    for bad, expected in (
+        (text, "not an image"),
+        (huge, "too large"),
+        (truncated, "truncated|corrupt"),
+        (damaged, "damaged: seed must be between"),
+    ):
         with pytest.raises(AppError, match=expected):
             client.predict(handle_file(str(bad)), api_name="/read_settings")
     assert _generate(client, seed=2)[3] == 2  # still serving

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from studio import Studio, read_png_settings
+from studio.api import METADATA_KEY, STYLIZE_METADATA_KEY
 from studio.cli import main as cli_main
 
 
@@ -103,6 +104,54 @@ def test_png_metadata_round_trips_to_the_same_image(studio: Studio, tmp_path) ->
     assert settings == result.settings
     again = studio.regenerate(path)
     assert np.array_equal(pixels(again.images[0]), pixels(Image.open(path).convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ('{"seeds": [1]}', "model name is missing"),
+        ('{"model": "omniart-eyes", "seeds": []}', "seeds are missing"),
+        ('{"model": "omniart-eyes", "seeds": 5}', "seeds are missing"),
+        ('{"model": "omniart-eyes", "seeds": [1180591620717411303424]}', "seed must be between"),
+        ('{"model": "omniart-eyes", "seeds": [-5]}', "seed must be between"),
+        ('{"model": "omniart-eyes", "seeds": ["12"]}', "seed must be a whole number"),
+        ('{"model": "omniart-eyes", "seeds": [1], "psi": 100}', "psi must be between"),
+        ('{"model": "omniart-eyes", "seeds": [1], "psi": NaN}', "psi must be between"),
+        ('{"model": "omniart-eyes", "seeds": [1], "directions": {"x": 1}}', "whole number from 0, got 'x'"),
+        ('{"model": "omniart-eyes", "seeds": [1], "directions": {"0": "far"}}', "amount must be a number"),
+        ('{"model": "omniart-eyes", "seeds": [1], "size": -3}', "size"),
+        ("[1, 2, 3]", "not a JSON object"),
+        ("{'model': 1}", "Expecting property name"),
+    ],
+)
+def test_damaged_png_settings_are_refused_with_what_is_wrong(stored: str, message: str, tmp_path) -> None:
+    path = tmp_path / "damaged.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, stored)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    with pytest.raises(ValueError, match="settings stored in this PNG are damaged") as raised:
+        read_png_settings(path)
+    assert message in str(raised.value)
+
+
+def test_reading_settings_from_files_that_are_not_studio_pngs(studio: Studio, tmp_path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    jpeg = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(jpeg)
+    stylized = tmp_path / "stylized.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(STYLIZE_METADATA_KEY, "{}")
+    Image.new("RGB", (8, 8)).save(stylized, pnginfo=info)
+    for path, message in (
+        (text, "not an image"),
+        (jpeg, "this is a JPEG file"),
+        (stylized, "this is a stylized picture"),
+        (tmp_path / "missing.png", "not found"),
+        (tmp_path, "is a folder"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            studio.regenerate(path)
 
 
 def test_output_size_resizes(studio: Studio) -> None:
