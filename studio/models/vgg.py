@@ -48,13 +48,25 @@ class VGG19Features(nn.Module):
                 self.convs[f"conv{block}_{index}"] = nn.Conv2d(in_channels, channels, 3, padding=0)
                 in_channels = channels
 
+    def min_side(self, taps: Iterable[str]) -> int:
+        """The smallest picture side (px) that still leaves the deepest of `taps` at least one position (two with
+        reflection padding, which needs a neighbour to mirror)."""
+        pools = max(int(tap[4]) for tap in _checked_taps(taps)) - 1  # "relu5_1" -> block 5, after 4 pools
+        if self.reflect:  # ceil_mode pooling: s -> ceil(s / 2) per pool
+            return 2**pools + 1
+        return 2**pools
+
     def forward(self, images: Tensor, taps: Iterable[str]) -> dict[str, Tensor]:
         """images: (N, 3, H, W) RGB in [0, 1]. Returns {tap: activation} for each requested tap."""
-        wanted = set(taps)
-        unknown = wanted - set(TAP_NAMES)
-        if unknown:
-            raise ValueError(f"unknown VGG taps {sorted(unknown)}; choose from {TAP_NAMES}")
+        wanted = _checked_taps(taps)
         deepest = max(TAP_NAMES.index(tap) for tap in wanted)
+        height, width = images.shape[-2:]
+        needed = self.min_side(wanted)
+        if min(height, width) < needed:
+            raise ValueError(
+                f"a {width}x{height} px picture is too small for VGG19 up to {TAP_NAMES[deepest]}: both sides need "
+                f"at least {needed} px; use a larger size, or a picture closer to square"
+            )
         x = vgg_preprocess(images, self.preprocessing)
         if self.input_conv is not None:
             x = self.input_conv(x)
@@ -85,6 +97,14 @@ class VGG19Features(nn.Module):
                 self._tuned[name] = FrozenConv3x3(conv)
             return self._tuned[name](x)
         return F.conv2d(x, conv.weight, conv.bias, padding=1)
+
+
+def _checked_taps(taps: Iterable[str]) -> set[str]:
+    wanted = set(taps)
+    unknown = wanted - set(TAP_NAMES)
+    if unknown or not wanted:
+        raise ValueError(f"unknown VGG taps {sorted(unknown)}; choose from {TAP_NAMES}")
+    return wanted
 
 
 def reflection_pad_1(x: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ from studio.ops.common import (
     PreserveColor,
     StylizeResult,
     check_output_side,
+    check_picture_side,
     check_preserve_color,
     image_digest,
     normalise_weights,
@@ -220,9 +221,10 @@ class AdaINStylizer:
 
     # pieces ---------------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _picture(image: Image.Image, size: int) -> Tensor:
-        return pil_to_unit(resize_long_side(image, size))
+    def _picture(self, image: Image.Image, size: int, *, what: str) -> Tensor:
+        picture = pil_to_unit(resize_long_side(image, size))
+        check_picture_side(picture.shape, self.encoder.min_side([ENCODER_TAP]), what=what)
+        return picture
 
     def content_features(self, content: ImageSource, *, size: int) -> Tensor:
         """relu4_1 features (1, 512, ceil(h/8), ceil(w/8)) of the content at long side `size` (cached)."""
@@ -242,7 +244,7 @@ class AdaINStylizer:
     def _content_features(self, content: _Loaded, size: int) -> Tensor:
         def compute() -> Tensor:
             with torch.inference_mode():
-                return self._encode(self._picture(content.image, size))
+                return self._encode(self._picture(content.image, size, what="content image"))
 
         return self._cached(("content", content.digest, size), compute)
 
@@ -252,9 +254,9 @@ class AdaINStylizer:
         key = ("style", style.digest, size, recolour_to.digest if recolour_to else "", recolour_size)
 
         def compute() -> tuple[Tensor, Tensor]:
-            picture = self._picture(style.image, size)
+            picture = self._picture(style.image, size, what="style image")
             if recolour_to is not None:
-                picture = match_color(picture, self._picture(recolour_to.image, recolour_size))
+                picture = match_color(picture, self._picture(recolour_to.image, recolour_size, what="content image"))
             with torch.inference_mode():
                 return channel_stats(self._encode(picture))
 
@@ -299,7 +301,8 @@ class AdaINStylizer:
             width, height = resize_long_side(content_image.image, side).size
             output = output[:, :, :height, :width]
             if settings.preserve_color == "luminance":
-                output = transfer_luminance(output, self._picture(content_image.image, side).to(output.device))
+                content_rgb = self._picture(content_image.image, side, what="content image")
+                output = transfer_luminance(output, content_rgb.to(output.device))
         return output
 
     def stylize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -57,12 +58,23 @@ def normalise_weights(weights: Sequence[float] | None, count: int, *, what: str)
     values = [float(w) for w in weights]
     if len(values) != count:
         raise ValueError(f"got {len(values)} {what} weights for {count} {what}s; give one weight per {what}")
-    if any(not (w >= 0.0) for w in values):  # also catches NaN
-        raise ValueError(f"{what} weights must be zero or positive, got {values}")
-    total = sum(values)
-    if total <= 0.0:
+    if any(not (0.0 <= w < math.inf) for w in values):  # also catches NaN
+        raise ValueError(f"{what} weights must be finite and zero or positive, got {values}")
+    largest = max(values)
+    if largest <= 0.0:
         raise ValueError(f"{what} weights sum to zero; give at least one a positive weight")
-    return tuple(w / total for w in values)
+    scaled = [w / largest for w in values]  # first, so that huge weights cannot overflow the sum
+    return tuple(w / sum(scaled) for w in scaled)
+
+
+def check_picture_side(shape: Sequence[int], needed: int, *, what: str) -> None:
+    """ValueError when a picture of `shape` (..., H, W) resized for the VGG is narrower than `needed` pixels."""
+    height, width = shape[-2:]
+    if min(height, width) < needed:
+        raise ValueError(
+            f"the {what} is too narrow for this size: it becomes {width}x{height} px and VGG19 needs at least "
+            f"{needed} px on each side; raise the size or crop the picture closer to square"
+        )
 
 
 def check_preserve_color(mode: str) -> None:

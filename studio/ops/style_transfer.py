@@ -58,6 +58,7 @@ from studio.ops.common import (
     StepCallback,
     StylizeResult,
     check_output_side,
+    check_picture_side,
     check_preserve_color,
     image_digest,
     normalise_weights,
@@ -377,6 +378,8 @@ class _Objective:
         self.taps = sorted(set(self.content_layers) | set(self.style_layers), key=TAP_NAMES.index)
         self.content_rgb = pil_to_unit(resize_long_side(inputs.content, long_side), device=self.device)
         self.content_input = grey(self.content_rgb) if settings.preserve_color == "luminance" else self.content_rgb
+        self.min_side = vgg.min_side(self.taps)
+        check_picture_side(self.content_rgb.shape, self.min_side, what="content image")
         self.content_targets: dict[str, Tensor] = {}
         if self.content_layers and settings.content_weight > 0.0:
             with torch.no_grad():
@@ -405,6 +408,7 @@ class _Objective:
             if found is not None:
                 return found
         picture = pil_to_unit(resize_long_side(style, side), device=self.device)
+        check_picture_side(picture.shape, self.min_side, what="style image")
         if variant == "luminance":
             picture = match_luminance(picture, self.content_rgb)
         elif variant == "histogram":

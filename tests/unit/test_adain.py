@@ -348,6 +348,11 @@ def test_sizes_above_the_limit_and_unreadable_images_are_refused(official, monke
         stylizer.stylize(content=Path("/no/such/picture.png"), styles=[RED], settings=SMALL)
     with pytest.raises(ValueError, match="alpha"):
         AdaINSettings(alpha=1.5)
+    strip = Image.new("RGB", (640, 40))  # 4 px high at 64 px, and relu4_1 needs 9 with reflection padding
+    with pytest.raises(ValueError, match="the content image is too narrow for this size: it becomes 64x4 px"):
+        stylizer.stylize(content=strip, styles=[RED], settings=SMALL)
+    with pytest.raises(ValueError, match="the style image is too narrow"):
+        stylizer.stylize(content=CONTENT, styles=[strip], settings=SMALL)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision path needs CUDA")

@@ -166,6 +166,10 @@ def test_style_blend_weights_are_normalised(vgg) -> None:
     assert loss((1.0, 0.0))["style"] != pytest.approx(loss((0.0, 1.0))["style"], rel=1e-3)
     with pytest.raises(ValueError, match="weights"):
         loss((1.0, 2.0, 3.0))
+    assert loss((1e308, 1e308)) == pytest.approx(loss((0.5, 0.5)), rel=1e-5)  # the sum overflows, the blend not
+    for bad in ((math.inf, 1.0), (math.nan, 1.0), (-1.0, 2.0)):
+        with pytest.raises(ValueError, match="must be finite and zero or positive"):
+            loss(bad)
 
 
 def test_luminance_mode_keeps_the_content_chroma(vgg) -> None:
@@ -281,6 +285,20 @@ def test_adam_runs_and_lowers_the_loss(vgg) -> None:
     assert _best(result) < 0.7 * result.history[0]["loss"]
 
 
+@pytest.mark.parametrize(
+    ("preprocessing", "tap", "needed"),
+    [("caffe", "relu5_1", 16), ("caffe", "conv2_1", 2), ("caffe", "relu1_1", 1), ("adain", "relu4_1", 9)],
+)
+def test_vgg_min_side_is_the_smallest_picture_that_runs(preprocessing: str, tap: str, needed: int) -> None:
+    encoder = VGG19Features(preprocessing).eval()
+    assert encoder.min_side([tap, "relu1_1"]) == needed
+    with torch.no_grad():
+        assert encoder(torch.rand(1, 3, needed, 40), [tap])[tap].shape[2] >= 1
+        if needed > 1:
+            with pytest.raises(ValueError, match=f"both sides need at least {needed} px"):
+                encoder(torch.rand(1, 3, 40, needed - 1), [tap])
+
+
 def test_bad_input_is_refused(vgg, monkeypatch) -> None:
     monkeypatch.setenv("STUDIO_MAX_SIDE", "40")
     with pytest.raises(ValueError, match="limit of 40 px"):
@@ -297,6 +315,10 @@ def test_bad_input_is_refused(vgg, monkeypatch) -> None:
     half = VGG19Features("caffe").half()
     with pytest.raises(ValueError, match="float32"):
         stylize_gatys(content=CONTENT, styles=[STYLE], vgg=half, settings=TINY)
+    strip = Image.new("RGB", (400, 40), (200, 120, 40))  # 10:1, 4 px high at 40 px: relu5_1 would have no rows
+    for content, styles, what in ((strip, [STYLE], "content image"), (CONTENT, [STYLE, strip], "style image")):
+        with pytest.raises(ValueError, match=f"the {what} is too narrow for this size: it becomes 40x4 px"):
+            stylize_gatys(content=content, styles=styles, vgg=vgg, settings=GatysSettings(size=40, steps=1))
 
 
 @pytest.mark.slow
