@@ -133,6 +133,31 @@ def make_train_config(
     return TrainConfig(data=data_path, out=out_path, name=slug, **{k: v for k, v in options.items() if v is not None})
 
 
+def check_destination(config: TrainConfig) -> None:
+    """ValueError when training into `config.out` could overwrite a user's files, train on its own output or hide
+    a built-in model. A folder the studio trained into before (a checkpoint or an export) may be used again."""
+    from studio.registry import builtin_models
+    from studio.training.export import WEIGHTS_FILE
+
+    if config.name in builtin_models():
+        raise ValueError(f"{config.name!r} is the name of a built-in model; give yours another name (--name)")
+    data, out = config.data.expanduser().resolve(), config.out.expanduser().resolve()
+    if out == data or data in out.parents:
+        raise ValueError(
+            f"the export folder {config.out} is inside the training images {config.data}, so its samples would be "
+            "trained on; choose a folder outside it"
+        )
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"{config.out} is a file; the export needs a folder")
+        ours = (out / "checkpoints").is_dir() or ((out / "config.json").is_file() and (out / WEIGHTS_FILE).is_file())
+        if not ours and any(out.iterdir()):
+            raise ValueError(
+                f"{config.out} already holds files the studio did not write; choose a new or empty folder, so that "
+                "nothing of yours is overwritten"
+            )
+
+
 @dataclass(frozen=True)
 class TrainProgress:
     """What `on_progress` receives every `log_every` steps and whenever a sample grid or metrics are new."""

@@ -37,7 +37,14 @@ from studio.models.dcgan import (
 )
 from studio.training import checkpoint as ckpt
 from studio.training.augment import diff_augment, parse_policy
-from studio.training.config import RESUME_KEYS, TrainConfig, TrainProgress, TrainResult, make_train_config
+from studio.training.config import (
+    RESUME_KEYS,
+    TrainConfig,
+    TrainProgress,
+    TrainResult,
+    check_destination,
+    make_train_config,
+)
 from studio.training.dataset import EpochSampler, ImageFolder
 from studio.training.export import export_generator
 from studio.training.losses import (
@@ -369,6 +376,7 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
     by `on_progress` (then it checkpoints, exports and returns with stopped_by="interrupt"). Unreadable images are
     skipped and listed in the result. Raises ValueError for unusable data or settings.
     """
+    check_destination(config)
     accelerator = _make_accelerator(config)
     main = accelerator.is_main_process
     data = ImageFolder(

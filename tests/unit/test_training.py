@@ -175,6 +175,28 @@ def test_folder_without_readable_images_is_a_clear_error(tmp_path: Path) -> None
         train(make_train_config(data=tmp_path / "data", out=tmp_path / "out", steps=1, **TINY))
 
 
+def test_destinations_that_would_lose_or_confuse_work_are_refused(flat_folder: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    refusals = [
+        (dict(data=flat_folder, out=mine), "already holds files the studio did not write"),
+        (dict(data=flat_folder, out=flat_folder), "inside the training images"),
+        (dict(data=flat_folder, out=flat_folder / "export"), "inside the training images"),
+        (dict(data=flat_folder, out=tmp_path / "eyes", name="Omniart Eyes"), "name of a built-in model"),
+        (dict(data=flat_folder, out=mine / "README.md"), "is a file"),
+    ]
+    for where, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            train(make_train_config(**where, steps=1, **TINY))
+    assert (mine / "README.md").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["README.md"]
+    assert not (flat_folder / "export").exists() and not (tmp_path / "eyes").exists()
+    # a folder the studio trained into before may be trained into again, resumed or fresh
+    out = tmp_path / "again"
+    train(make_train_config(data=flat_folder, out=out, steps=1, **TINY))
+    assert train(make_train_config(data=flat_folder, out=out, steps=1, resume=False, **TINY)).step == 1
+
+
 def test_conditional_training_from_nested_folders(class_folder: Path, tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     result = train(make_train_config(data=class_folder, out=weights / "two", steps=2, **TINY))
