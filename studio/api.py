@@ -202,13 +202,21 @@ def _settings_in(image: Image.Image) -> GenerationSettings:
 
 
 def default_device() -> str:
-    """STUDIO_DEVICE if set, else CUDA when available, else CPU. Probes CUDA only when first called."""
-    configured = os.environ.get("STUDIO_DEVICE")
-    if configured:
-        return configured
+    """STUDIO_DEVICE if set (checked), else CUDA when available, else CPU. Probes CUDA only when first called."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    configured = os.environ.get("STUDIO_DEVICE")
+    if not configured:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(configured)
+    except RuntimeError:
+        raise ValueError(f"STUDIO_DEVICE={configured!r} is not a device; use cpu or cuda (cuda:1, ...)") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"STUDIO_DEVICE={configured} but this machine has no such CUDA GPU; unset it or use cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"STUDIO_DEVICE={configured!r}: the studio runs on cpu or cuda")
+    return configured
 
 
 class Studio:
@@ -408,6 +416,9 @@ class Studio:
         from studio.ops.style_transfer import GatysSettings, stylize_gatys
 
         steps = _check_whole(steps, "steps", 1, 5000)
+        if self.spec(vgg).kind != "vgg-encoder":
+            encoders = ", ".join(spec.name for spec in self.models("vgg-encoder"))
+            raise ValueError(f"{vgg} is a {self.spec(vgg).kind}, not a VGG19 encoder; use one of {encoders}")
         defaults = GatysSettings()
         settings = GatysSettings(
             size=size,
@@ -523,7 +534,7 @@ class Studio:
         if not keyframe_seeds:
             raise ValueError("give at least one keyframe seed")
         if path == "keyframes" and len(keyframe_seeds) < 2 and not loop:
-            raise ValueError("a walk needs at least two keyframe seeds (or one seed with path='noise-loop')")
+            raise ValueError("a walk needs at least two keyframe seeds; with one seed, make it a loop around it")
         frames = _check_whole(frames, "frames", 2, MAX_WALK_FRAMES)
         fps = _check_number(fps, "fps", 1, 60)
         psi = _check_psi(psi)

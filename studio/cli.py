@@ -20,6 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, WeightsUnavailable, WeightsIntegrityError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file or folder the command had to write: permissions, a full disk, ...
+        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -120,6 +123,23 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
+def _output_file(path: Path, *, suffixes: Sequence[str], inputs: Sequence[Path | None] = ()) -> Path:
+    """Check --out before any work is done: a file name with one of `suffixes` ("" = none), in a folder that exists
+    or can be made, that is not one of the command's input files."""
+    if path.is_dir() or str(path).endswith(("/", "\\")) or not path.name:
+        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {path / ('result' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end with {' or '.join(s for s in suffixes if s)}, got {path.name!r}")
+    for source in inputs:
+        if source is not None and path.exists() and source.exists() and path.samefile(source):
+            raise ValueError(f"--out {path} is one of the input pictures; choose another name so it is kept")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot make the folder for --out {path}: {error.strerror or error}") from None
+    return path
+
+
 def _directions(pairs: list[str]) -> dict[int, float]:
     amounts: dict[int, float] = {}
     for pair in pairs:
@@ -187,6 +207,9 @@ def _stylize(args: argparse.Namespace) -> int:
 
     from studio.api import Studio
 
+    out = _output_file(
+        args.out, suffixes=(".png", ".jpg", ".jpeg", ".webp", ""), inputs=[args.content, *args.style, args.mask]
+    )
     with tqdm(unit="step", desc=args.method, disable=args.method == "adain") as bar:
 
         def on_progress(done: int, total: int) -> None:
@@ -207,9 +230,8 @@ def _stylize(args: argparse.Namespace) -> int:
             vgg=args.vgg,
             on_progress=on_progress,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result.save(args.out)
-    print(f"{args.out}: {result.image.size[0]}x{result.image.size[1]} in {result.seconds:.1f} s")
+    result.save(out)
+    print(f"{out}: {result.image.size[0]}x{result.image.size[1]} in {result.seconds:.1f} s")
     return 0
 
 
@@ -217,8 +239,10 @@ def _walk(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from studio.api import Studio
+    from studio.ops.video import SUFFIX_FORMATS
 
     classes = args.class_name.split(",") if args.class_name and "," in args.class_name else args.class_name
+    out = _output_file(args.out, suffixes=sorted(SUFFIX_FORMATS, key=lambda suffix: suffix != ".mp4"))
     with tqdm(total=args.frames, unit="frame", desc="walk") as bar:
 
         def on_progress(done: int, total: int) -> None:
@@ -238,7 +262,7 @@ def _walk(args: argparse.Namespace) -> int:
             directions=_directions(args.direction),
             size=args.size,
             style=args.style,
-            out=args.out,
+            out=out,
             on_progress=on_progress,
         )
     print(
@@ -283,6 +307,7 @@ def _train(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from studio.api import Studio
 
+    out = _output_file(args.out, suffixes=(".png",))
     result = Studio().generate(
         model=args.model,
         seed=args.seed,
@@ -293,10 +318,9 @@ def _generate(args: argparse.Namespace) -> int:
         directions=_directions(args.direction),
         size=args.size,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result.save(args.out)
+    result.save(out)
     if args.separate and len(result.images) > 1:
         for index, seed in enumerate(result.seeds):
-            result.save(args.out.with_name(f"{args.out.stem}-{seed}.png"), index=index)
-    print(f"{args.out}: {args.model} seeds {','.join(map(str, result.seeds))}")
+            result.save(out.with_name(f"{out.stem}-{seed}.png"), index=index)
+    print(f"{out}: {args.model} seeds {','.join(map(str, result.seeds))}")
     return 0

@@ -58,15 +58,17 @@ _LIMITED_RANGE = 1
 
 def video_format(path: str | os.PathLike[str], format: str | None = None) -> str:
     """The container format for `path`: `format` if given, else from the suffix (.mp4/.m4v, .webm, .gif, .zip)."""
+    suffix = Path(path).suffix.lower()
     if format is not None:
         if format not in VIDEO_FORMATS:
             raise ValueError(f"video format must be one of {VIDEO_FORMATS}, got {format!r}")
+        if SUFFIX_FORMATS.get(suffix, format) != format:
+            raise ValueError(f"{Path(path).name!r} ends in {suffix} but the format asked for is {format}")
         return format
-    suffix = Path(path).suffix.lower()
     if suffix not in SUFFIX_FORMATS:
         raise ValueError(
             f"cannot tell the video format from {Path(path).name!r}; end the name with one of "
-            f"{sorted(SUFFIX_FORMATS)} or pass format= one of {VIDEO_FORMATS}"
+            f"{sorted(SUFFIX_FORMATS)} or choose the format ({', '.join(VIDEO_FORMATS)})"
         )
     return SUFFIX_FORMATS[suffix]
 

@@ -267,7 +267,7 @@ def _restore(run: _Run) -> int:
     if mismatched:
         raise ValueError(
             f"{folder} was made with other settings ({'; '.join(mismatched)}); use the same settings, another "
-            "--out folder, or start over with resume=False"
+            "export folder, or start over (--fresh on the command line, resume=False in Python)"
         )
     unwrap = run.accelerator.unwrap_model
     unwrap(run.generator).load_state_dict(state["generator"])

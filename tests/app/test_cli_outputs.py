@@ -1,0 +1,66 @@
+"""The CLI checks where it will write before doing any work, and never overwrites the pictures it reads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from studio import Studio
+from studio.cli import main
+
+
+def _photo(path: Path) -> Path:
+    Image.new("RGB", (48, 32), (180, 90, 40)).save(path)
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stylize(content: Path, style: Path, out: Path | str, *extra: str) -> list[str]:
+    return ["stylize", "--content", str(content), "--style", str(style), "--size", "32", "--steps", "1", *extra,
+            "--out", str(out)]  # fmt: skip
+
+
+def test_bad_output_paths_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    content, style = _photo(tmp_path / "photo.png"), _photo(tmp_path / "style.png")
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("in the way")
+    kept = {path: _digest(path) for path in (content, style)}
+    cases = [
+        (["generate", "--seed", "1", "--out", str(folder)], "is a folder; give a file name"),
+        (["generate", "--seed", "1", "--out", str(tmp_path / "eyes.jpg")], "--out must end with .png"),
+        (["generate", "--seed", "1", "--out", str(a_file / "x.png")], "cannot make the folder for --out"),
+        (_stylize(content, style, content), "is one of the input pictures"),
+        (_stylize(content, style, style), "is one of the input pictures"),
+        (_stylize(content, style, tmp_path / "out.xyz"), "--out must end with .png or .jpg or .jpeg or .webp"),
+        (_stylize(content, style, tmp_path / "out.png", "--vgg", "omniart-eyes"), "not a VGG19 encoder"),
+        (["walk", "--seeds", "1,2", "--frames", "2", "--out", str(tmp_path / "walk.avi")], "--out must end with"),
+        (["walk", "--seeds", "1,2", "--frames", "2", "--out", str(folder)], "is a folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert {path: _digest(path) for path in (content, style)} == kept
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "folder.png", "photo.png", "style.png"]
+    assert not any(folder.iterdir())
+
+
+def test_a_bad_device_setting_is_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    for device, message in (("bogus", "is not a device"), ("cuda:99", "no such CUDA GPU")):
+        monkeypatch.setenv("STUDIO_DEVICE", device)
+        assert main(["generate", "--seed", "1", "--out", str(tmp_path / "eyes.png")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "eyes.png").exists()
+
+
+def test_a_walk_format_that_contradicts_the_file_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ends in .mp4 but the format asked for is gif"):
+        Studio(device="cpu").walk(seeds=[1, 2], frames=2, format="gif", out=tmp_path / "walk.mp4")
+    assert not (tmp_path / "walk.mp4").exists()
