@@ -24,6 +24,7 @@ from studio.ops.common import Cancelled, check_output_side  # Cancelled is re-ex
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
     ProgressCallback,
+    WeightsUnavailable,
     discover_local_models,
     sha256_of,
     studio_cache_dir,
@@ -220,7 +221,11 @@ def default_device() -> str:
 
 
 class Studio:
-    """Generate, stylize and walk. Thread-safe for concurrent requests (model loading is serialised)."""
+    """Generate, stylize and walk. Thread-safe for concurrent requests.
+
+    Each model is loaded (and downloaded) once, under a lock of its own: a request waits only for the models it
+    uses, never for another model's download.
+    """
 
     def __init__(self, *, device: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> None:
         self._device = device
@@ -230,7 +235,8 @@ class Studio:
         self._directions: dict[tuple[str, int], LatentDirections] = {}
         self._adain: AdaINStylizer | None = None
         self._gram_cache: Any = None
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards `_locks` only; held for no more than a dict look-up
+        self._locks: dict[Any, threading.Lock] = {}
 
     # --- models -----------------------------------------------------------------------------------------------
 
@@ -254,13 +260,18 @@ class Studio:
         known = ", ".join(spec.name for spec in self.models())
         raise ValueError(f"unknown model {name!r}; known models: {known}")
 
+    def _lock_for(self, key: Any) -> threading.Lock:
+        """The lock serialising the one-off work named by `key` (a model's load, a generator's directions, ...)."""
+        with self._lock:
+            return self._locks.setdefault(key, threading.Lock())
+
     def load(self, name: str, *, progress: ProgressCallback | None = None) -> nn.Module:
         """The model on this studio's device, loaded once and cached."""
         key = (name, self.device, "float32")
         module = self._modules.get(key)  # loaded models are served without waiting for a load in progress
         if module is not None:
             return module
-        with self._lock:
+        with self._lock_for(("load", key)):
             if key not in self._modules:
                 from studio.loader import load_model, resolve_weights
 
@@ -341,7 +352,7 @@ class Studio:
     def directions(self, model: str, *, count: int = 8) -> LatentDirections:
         """GANSpace-style directions of a generator, computed once and cached on disk by the weights' sha256."""
         key = (model, count)
-        with self._lock:
+        with self._lock_for(("directions", key)):
             if key in self._directions:
                 return self._directions[key]
             import torch
@@ -435,7 +446,7 @@ class Studio:
                 raise Cancelled(f"style transfer cancelled at step {step} of {total}")
 
         encoder = self.load(vgg)
-        with self._lock:
+        with self._lock_for("gram cache"):
             if self._gram_cache is None:
                 from studio.ops.style_transfer import StyleTargetCache
 
@@ -466,11 +477,26 @@ class Studio:
 
     def adain(self) -> AdaINStylizer:
         """The AdaIN encoder + decoder with its feature cache (weights fetched on first use)."""
-        with self._lock:
+        with self._lock_for("adain"):
             if self._adain is None:
                 from studio.ops.adain import AdaINStylizer
+                from studio.weights import cached_path
 
-                self._adain = AdaINStylizer(encoder=self.load("adain-encoder"), decoder=self.load("adain-decoder"))
+                missing = [
+                    name
+                    for name in ("adain-encoder", "adain-decoder")
+                    if not any(cached_path(source) for source in self.spec(name).sources)
+                ]
+                try:
+                    encoder, decoder = self.load("adain-encoder"), self.load("adain-decoder")
+                except WeightsUnavailable as error:
+                    if len(missing) < 2:
+                        raise
+                    raise WeightsUnavailable(
+                        f"{error}\nAdaIN needs both adain-encoder and adain-decoder; neither is on this machine: "
+                        "python -m studio weights fetch adain-encoder adain-decoder"
+                    ) from None
+                self._adain = AdaINStylizer(encoder=encoder, decoder=decoder)
             return self._adain
 
     def _walk_stylizer(self, style: imaging.ImageSource, *, strength: float) -> Callable[[Tensor], Tensor]:

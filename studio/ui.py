@@ -45,6 +45,7 @@ EXAMPLES = ASSETS / "examples"
 DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 MAX_UI_BATCH = 8
+ADAIN_MODELS = ("adain-encoder", "adain-decoder")
 MAX_WALK_FRAMES_UI = 600
 STYLE_SLOTS = 3
 STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
@@ -487,13 +488,16 @@ class StudioUI:
             seed,
         )
         arguments["method"] = "adain"  # previews are always the fast feed-forward method
+        unavailable = (
+            "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
+            "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
+        )
+        if not all(is_cached(self.studio.spec(name)) for name in ADAIN_MODELS):
+            return gr.update(), unavailable  # a slider drag never waits for a download (or a network timeout)
         try:
             result = self.studio.stylize(**arguments, preview=True)
         except (WeightsUnavailable, WeightsIntegrityError):
-            return gr.update(), (
-                "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
-                "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
-            )
+            return gr.update(), unavailable
         path = self.outputs.path("preview", ".png")
         result.image.save(path, format="PNG")
         return str(

@@ -432,6 +432,22 @@ def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -
     assert "AdaIN" in note and "weights fetch adain-encoder adain-decoder" in note
 
 
+def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A slider drag must not wait for AdaIN's weights (with a network but no Hub, that is a 23 s timeout)."""
+    from studio.ui import StudioUI
+
+    studio = Studio(device="cpu")
+
+    def load(name: str, **_: object) -> None:
+        raise AssertionError(f"the preview tried to load {name}")
+
+    monkeypatch.setattr(studio, "load", load)
+    image, note = StudioUI(studio).stylize_preview(
+        PHOTO, PAINTING, 1.0, None, 1.0, None, 1.0, "adain", 0.5, "none", 64, 4, None, 0
+    )
+    assert image == {"__type__": "update"} and "weights fetch adain-encoder adain-decoder" in note
+
+
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [

@@ -204,3 +204,37 @@ def test_converter_reports_a_checkpoint_in_the_wrong_layout() -> None:
         convert_state_dict("keras", state, what="vgg")
     decoder = convert_state_dict("adain-decoder", {"1.weight": torch.zeros(1)}, what="decoder")
     assert list(decoder) == ["layers.1.weight"]
+
+
+def test_a_slow_download_holds_up_only_its_own_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model being fetched (a 400 MB download, or a network timeout offline) must not stop others from loading."""
+    import threading
+
+    import studio.loader
+    from studio import Studio
+
+    real_resolve = studio.loader.resolve_weights
+    downloading, release = threading.Event(), threading.Event()
+
+    def resolve(spec, progress=None):
+        if spec.name == "vgg19-caffe":
+            downloading.set()
+            assert release.wait(60), "the test never released the download"
+        return real_resolve(spec, progress=progress)
+
+    monkeypatch.setattr(studio.loader, "resolve_weights", resolve)
+    shared = Studio(device="cpu")
+    slow = threading.Thread(target=shared.load, args=("vgg19-caffe",))
+    slow.start()
+    try:
+        assert downloading.wait(60)
+        other = threading.Thread(target=shared.load, args=("omniart-eyes",))
+        other.start()
+        other.join(timeout=60)
+        assert not other.is_alive(), "loading omniart-eyes waited for vgg19-caffe's download"
+        assert slow.is_alive()  # still "downloading"
+        assert shared.load("omniart-eyes").z_dim == 100
+    finally:
+        release.set()
+        slow.join(timeout=60)
+    assert shared.load("vgg19-caffe") is shared.load("vgg19-caffe")
