@@ -617,7 +617,7 @@ class StudioUI:
         """
         spec = self.ensure_weights(model, progress)
         keyframes = parse_seeds(seeds)
-        side = _whole(size or 0, "size", 0, 4096)
+        side = 0 if size in (None, "", "native") else _whole(size, "size", 0, 4096)
         fmt = str(video_format or "mp4").lower()
         suffix = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}.get(fmt)
         if suffix is None:
@@ -1026,8 +1026,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         with gr.Accordion("More", open=False):
                             walk_psi = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Truncation ψ")
                             walk_size = gr.Dropdown(
-                                [("native", 0), ("256 px", 256), ("512 px", 512)],
-                                value=256,
+                                # text values: the API lists a dropdown's values as strings, so ints were refused
+                                [("native", "native"), ("256 px", "256"), ("512 px", "512")],
+                                value="256",
                                 label="Frame size",
                                 info="upscaled with Lanczos; native is the model's own resolution",
                             )

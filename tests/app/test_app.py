@@ -284,7 +284,7 @@ def test_huge_png_header_is_small_and_valid() -> None:
 
 
 def _walk(client: Client, seeds: str = "3, 14, 15", *, frames: int = 12, fps: float = 12, loop: bool = True,
-          easing: str = "spline", fmt: str = "mp4", psi: float = 1.0, class_name: str = "blue", size: int = 0,
+          easing: str = "spline", fmt: str = "mp4", psi: float = 1.0, class_name: str = "blue", size: str = "native",
           style: str | None = None, strength: float = 1.0) -> tuple:  # fmt: skip
     style_file = handle_file(style) if style else None
     return client.predict(
@@ -316,7 +316,7 @@ def test_walk_renders_a_video_that_starts_on_the_first_keyframe(client: Client) 
 
 
 def test_walk_formats_and_frame_size(client: Client) -> None:
-    video, gif, _ = _walk(client, fmt="gif", frames=8, size=256)
+    video, gif, _ = _walk(client, fmt="gif", frames=8, size="256")
     assert video is None
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.n_frames == 8 and image.size == (256, 256)
@@ -348,7 +348,7 @@ def test_bad_walk_input_gives_a_message(client: Client, arguments: dict, expecte
 
 
 def test_nan_walk_sliders_give_a_message(app_url: str) -> None:
-    body = '{"data": ["omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", 0, null, 1.0]}'
+    body = '{"data": ["omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", "native", null, 1.0]}'
     kind, payload = call_raw(app_url, "walk", body)
     assert kind == "error" and "frames must be a finite number" in payload["error"], payload
 
