@@ -363,7 +363,7 @@ def test_cancelling_a_walk_stops_the_render(client: Client) -> None:
     outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
     before = set(outputs.glob("*walk-*"))
     job = client.submit(
-        "omniart-eyes", "1, 2, 3, 4", 600, 24, True, "spline", "mp4", 1.0, "blue", 512, None, 1.0, api_name="/walk"
+        "omniart-eyes", "1, 2, 3, 4", 600, 24, True, "spline", "mp4", 1.0, "blue", "512", None, 1.0, api_name="/walk"
     )
 
     def frames_done() -> int:
