@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from studio import imaging
-from studio.ops.common import Cancelled, check_output_side  # Cancelled is re-exported: stopped progress raises it
+from studio.ops.common import (  # Cancelled is re-exported: stopped progress raises it
+    Cancelled,
+    as_whole_number,
+    check_output_side,
+)
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
     ProgressCallback,
@@ -48,9 +52,12 @@ STYLIZE_METADATA_KEY = "gan-art-studio:stylize"
 def _max_batch_from_env() -> int:
     raw = os.environ.get("STUDIO_MAX_BATCH", "64")
     try:
-        return max(1, int(raw))
+        limit = int(raw)
     except ValueError:
-        raise ValueError(f"STUDIO_MAX_BATCH must be a whole number, got {raw!r}") from None
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"STUDIO_MAX_BATCH must be a whole number of at least 1, got {raw!r}")
+    return limit
 
 
 @dataclass(frozen=True)
@@ -672,8 +679,10 @@ class Studio:
             if not chosen:
                 raise ValueError("give at least one seed")
         else:
-            if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            count = as_whole_number(batch)
+            if count is None or count < 1:
                 raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
+            batch = count
             start = secrets.randbelow(MAX_SEED + 1) if seed is None else _check_seed(seed)
             chosen = tuple((start + offset) % (MAX_SEED + 1) for offset in range(batch))
         if len(chosen) > limit:
@@ -721,11 +730,12 @@ def _settings_dict(settings: Any, **extra: Any) -> dict[str, Any]:
 
 
 def _check_whole(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+    number = as_whole_number(value)
+    if number is None:
         raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
-    if not low <= int(value) <= high:
+    if not low <= number <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
-    return int(value)
+    return number
 
 
 def _check_number(value: Any, name: str, low: float, high: float) -> float:
@@ -739,12 +749,12 @@ def _check_number(value: Any, name: str, low: float, high: float) -> float:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not float(seed).is_integer():
+    number = as_whole_number(seed)
+    if number is None:
         raise ValueError(f"seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}")
-    seed = int(seed)
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    return seed
+    if not 0 <= number <= MAX_SEED:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {number}")
+    return number
 
 
 def _check_psi(psi: Any) -> float:
@@ -789,8 +799,7 @@ def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float
 
 
 def _check_output_size(size: Any) -> int:
-    check_output_side(size, imaging.max_side_from_env())
-    return size
+    return check_output_side(size, imaging.max_side_from_env())
 
 
 ProgressFn = Callable[[float, str], None]

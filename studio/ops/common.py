@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -57,7 +58,9 @@ def normalise_weights(weights: Sequence[float] | None, count: int, *, what: str)
         return tuple(1.0 / count for _ in range(count))
     values = [float(w) for w in weights]
     if len(values) != count:
-        raise ValueError(f"got {len(values)} {what} weights for {count} {what}s; give one weight per {what}")
+        raise ValueError(
+            f"got {len(values)} {what} weights for {count} {what}{'s' * (count != 1)}; give one weight per {what}"
+        )
     if any(not (0.0 <= w < math.inf) for w in values):  # also catches NaN
         raise ValueError(f"{what} weights must be finite and zero or positive, got {values}")
     largest = max(values)
@@ -82,11 +85,25 @@ def check_preserve_color(mode: str) -> None:
         raise ValueError(f"preserve_color must be one of {PRESERVE_COLOR_MODES}, got {mode!r}")
 
 
-def check_output_side(size: int, limit: int, *, what: str = "output size") -> None:
-    """ValueError when a requested side is not a positive number of pixels or is above the configured limit."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+def as_whole_number(value: object) -> int | None:
+    """`value` as an int when it is a whole number (an int, a NumPy integer, a float without a fraction), else None.
+    Booleans are not numbers here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def check_output_side(size: object, limit: int, *, what: str = "output size") -> int:
+    """The requested side as an int; ValueError when it is not a whole number of pixels >= 16 or is above `limit`."""
+    side = as_whole_number(size)
+    if side is None or side < 16:
         raise ValueError(f"{what} must be a whole number of pixels, at least 16, got {size!r}")
-    if size > limit:
+    if side > limit:
         raise ValueError(
-            f"{what} {size} px is above the limit of {limit} px per side; lower it or raise STUDIO_MAX_SIDE"
+            f"{what} {side} px is above the limit of {limit} px per side; lower it or raise STUDIO_MAX_SIDE"
         )
+    return side

@@ -384,7 +384,7 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
     )
     if main and config.progress_bar:
         print(
-            f"{len(data)} images in {config.data}"
+            f"{len(data)} image{'s' * (len(data) != 1)} in {config.data}"
             + (f", classes {list(data.classes)}" if data.classes else "")
             + (f"; skipped {len(data.skipped)} unreadable files:" if data.skipped else ""),
             file=sys.stderr,

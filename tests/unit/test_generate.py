@@ -185,6 +185,21 @@ def test_batch_cap_is_configurable(studio: Studio, monkeypatch) -> None:
     monkeypatch.setenv("STUDIO_MAX_BATCH", "2")
     with pytest.raises(ValueError, match="above the limit of 2"):
         studio.generate(model="omniart-eyes", seed=0, batch=3)
+    for bad in ("0", "-4", "many"):
+        monkeypatch.setenv("STUDIO_MAX_BATCH", bad)
+        with pytest.raises(ValueError, match="STUDIO_MAX_BATCH must be a whole number of at least 1"):
+            studio.generate(model="omniart-eyes", seed=0)
+
+
+def test_numpy_and_whole_float_numbers_are_accepted(studio: Studio) -> None:
+    plain = studio.generate(model="omniart-eyes", seed=5, batch=2, size=64)
+    numpy = studio.generate(model="omniart-eyes", seed=np.int64(5), batch=np.int32(2), size=64.0)
+    assert numpy.seeds == plain.seeds == (5, 6) and numpy.settings == plain.settings
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(numpy.images, plain.images, strict=True))
+    assert numpy.images[0].size == (64, 64)
+    for bad in ({"batch": 2.5}, {"size": 64.5}, {"seed": np.float64("nan")}, {"batch": True}):
+        with pytest.raises(ValueError, match="whole number"):
+            studio.generate(model="omniart-eyes", **{"seed": 5, **bad})
 
 
 def test_cli_generate_writes_a_grid_with_metadata(tmp_path) -> None:
