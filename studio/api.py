@@ -11,13 +11,12 @@ import math
 import os
 import secrets
 import threading
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from studio import imaging
 from studio.ops.common import (  # Cancelled is re-exported: stopped progress raises it
@@ -179,24 +178,14 @@ def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> Ge
     """The generation settings stored in a PNG written by the studio; ValueError saying what is wrong otherwise."""
     if isinstance(path_or_image, Image.Image):
         return _settings_in(path_or_image)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path_or_image) as image:
-                if image.format != "PNG":
-                    raise ValueError(f"this is a {image.format} file; give a PNG that the studio saved")
-                image.load()  # text chunks after the pixels are read here too
-                return _settings_in(image)
-    except FileNotFoundError:
-        raise ValueError(f"{path_or_image} not found") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path_or_image} is a folder; give a PNG that the studio saved") from None
-    except UnidentifiedImageError:
-        raise ValueError("this file is not an image; give a PNG that the studio saved") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"this PNG is too large to open safely ({error}); it was not made by the studio") from None
-    except (OSError, SyntaxError, EOFError) as error:
-        raise ValueError(f"this PNG could not be read ({error}); the file looks truncated or corrupt") from None
+    with imaging.open_image(path_or_image, name="this file") as image:
+        if image.format != "PNG":
+            raise ValueError(f"this is a {image.format} file; give a PNG that the studio saved")
+        try:
+            image.load()  # text chunks after the pixels are read here too
+        except (OSError, SyntaxError, EOFError) as error:
+            raise ValueError(f"this PNG could not be read ({error}); the file looks truncated or corrupt") from None
+        return _settings_in(image)
 
 
 def _settings_in(image: Image.Image) -> GenerationSettings:

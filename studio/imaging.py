@@ -51,7 +51,7 @@ def load_image(source: ImageSource, *, max_side: int | None = None, name: str = 
     if isinstance(source, Image.Image):
         image = source
     else:
-        image = _open(source, name)
+        image = open_image(source, name=name)
     width, height = image.size
     if width == 0 or height == 0:
         raise ValueError(f"{name} has zero size ({width}x{height}); upload a real picture")
@@ -76,13 +76,17 @@ def load_image(source: ImageSource, *, max_side: int | None = None, name: str = 
         raise ValueError(f"{name} could not be decoded ({error}); the file looks truncated or corrupt") from None
 
 
-def _open(source: str | os.PathLike[str] | bytes | BinaryIO, name: str) -> Image.Image:
+def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, *, name: str = "image") -> Image.Image:
+    """Open (not decode) an image file as PIL sees it, metadata included; ValueError with an actionable message for
+    missing, empty and non-image files and decompression bombs."""
     if isinstance(source, bytes):
         if not source:
             raise ValueError(f"{name} is an empty file")
         stream: BinaryIO = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise ValueError(f"{name} is a folder, not a picture: {path}")
         if not path.is_file():
             raise ValueError(f"{name} not found: {path}")
         if path.stat().st_size == 0:

@@ -56,6 +56,11 @@ def test_a_text_file_is_not_an_image(tmp_path: Path) -> None:
         load_image(path)
 
 
+def test_a_folder_is_not_an_image(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="content image is a folder, not a picture"):
+        load_image(tmp_path, name="content image")
+
+
 @pytest.mark.parametrize("format", ["JPEG", "PNG"])
 @pytest.mark.parametrize("where", ["headers", "pixels"])  # a JPEG cut in its headers already fails to open
 def test_a_truncated_file_is_refused(format: str, where: str) -> None:
