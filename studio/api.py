@@ -46,6 +46,7 @@ DIRECTION_AMOUNT_LIMIT = 10.0
 MAX_WALK_FRAMES = 3600
 METADATA_KEY = "gan-art-studio"
 STYLIZE_METADATA_KEY = "gan-art-studio:stylize"
+ADAIN_MODELS = ("adain-encoder", "adain-decoder")  # AdaIN needs both
 
 
 def _max_batch_from_env() -> int:
@@ -423,9 +424,10 @@ class Studio:
         from studio.ops.style_transfer import GatysSettings, stylize_gatys
 
         steps = _check_whole(steps, "steps", 1, 5000)
-        if self.spec(vgg).kind != "vgg-encoder":
+        vgg_kind = self.spec(vgg).kind
+        if vgg_kind != "vgg-encoder":
             encoders = ", ".join(spec.name for spec in self.models("vgg-encoder"))
-            raise ValueError(f"{vgg} is a {self.spec(vgg).kind}, not a VGG19 encoder; use one of {encoders}")
+            raise ValueError(f"{vgg} is a {vgg_kind}, not a VGG19 encoder; use one of {encoders}")
         defaults = GatysSettings()
         settings = GatysSettings(
             size=size,
@@ -476,17 +478,13 @@ class Studio:
         with self._lock_for("adain"):
             if self._adain is None:
                 from studio.ops.adain import AdaINStylizer
-                from studio.weights import cached_path
+                from studio.weights import is_cached
 
-                missing = [
-                    name
-                    for name in ("adain-encoder", "adain-decoder")
-                    if not any(cached_path(source) for source in self.spec(name).sources)
-                ]
+                encoder_name, decoder_name = ADAIN_MODELS
                 try:
-                    encoder, decoder = self.load("adain-encoder"), self.load("adain-decoder")
+                    encoder, decoder = self.load(encoder_name), self.load(decoder_name)
                 except WeightsUnavailable as error:
-                    if len(missing) < 2:
+                    if any(is_cached(self.spec(name)) for name in ADAIN_MODELS):
                         raise
                     raise WeightsUnavailable(
                         f"{error}\nAdaIN needs both adain-encoder and adain-decoder; neither is on this machine: "

@@ -33,9 +33,9 @@ from typing import Any
 
 import gradio as gr
 
-from studio.api import MAX_SEED, Cancelled, GenerationResult, Studio, read_png_settings
+from studio.api import ADAIN_MODELS, MAX_SEED, Cancelled, GenerationResult, Studio, read_png_settings
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
-from studio.weights import WeightsIntegrityError, WeightsUnavailable, cached_path
+from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,9 @@ EXAMPLES = ASSETS / "examples"
 DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 MAX_UI_BATCH = 8
-ADAIN_MODELS = ("adain-encoder", "adain-decoder")
 MAX_WALK_FRAMES_UI = 600
 STYLE_SLOTS = 3
 STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
-ADAIN_MODELS = ("adain-encoder", "adain-decoder")
 DEFAULT_SEED = 7
 # (photo, painting) pairs offered as one-click examples; the files and their credits are in studio/assets/examples
 EXAMPLE_PAIRS = (
@@ -190,11 +188,6 @@ def _source_label(source: Any) -> str:
     if isinstance(source, UrlFile):
         return f"[{source.filename}]({source.url})"
     return f"local file `{getattr(source, 'path', source)}`"
-
-
-def is_cached(spec: ModelSpec) -> bool:
-    """True when one of the model's weight sources is already on this machine (no network touched)."""
-    return any(cached_path(source) is not None for source in spec.sources)
 
 
 class UploadedImage(gr.Image):

@@ -168,6 +168,11 @@ def resolve(source: WeightSource, *, what: str, progress: ProgressCallback | Non
     return path
 
 
+def is_cached(spec: ModelSpec) -> bool:
+    """True when one of the model's weight sources is already on this machine (no network touched)."""
+    return any(cached_path(source) is not None for source in spec.sources)
+
+
 def cached_path(source: WeightSource) -> Path | None:
     """The local file for `source` if it is already here (no network, no hashing), else None."""
     source = pinned(source)

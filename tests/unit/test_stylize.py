@@ -62,8 +62,11 @@ def test_gatys_cancel_and_bad_settings(photo, painting) -> None:
 
 def test_adain_offline_says_how_to_get_the_weights(photo, painting, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsUnavailable, match="python -m studio weights fetch adain-encoder"):
+    with pytest.raises(WeightsUnavailable, match="python -m studio weights fetch adain-encoder") as caught:
         Studio(device="cpu").stylize(content=photo, styles=[painting], method="adain", size=64)
+    assert "neither is on this machine: python -m studio weights fetch adain-encoder adain-decoder" in str(
+        caught.value
+    )
 
 
 def test_adain_full_preview_blend_and_mask(adain_weights, photo, painting) -> None:
