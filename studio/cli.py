@@ -126,7 +126,7 @@ def _int_list(text: str) -> list[int]:
 def _output_file(path: Path, *, suffixes: Sequence[str], inputs: Sequence[Path | None] = ()) -> Path:
     """Check --out before any work is done: a file name with one of `suffixes` ("" = none), in a folder that exists
     or can be made, that is not one of the command's input files."""
-    if path.is_dir() or str(path).endswith(("/", "\\")) or not path.name:
+    if path.is_dir() or not path.name:
         raise ValueError(f"--out {path} is a folder; give a file name, e.g. {path / ('result' + suffixes[0])}")
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"--out must end with {' or '.join(s for s in suffixes if s)}, got {path.name!r}")

@@ -67,7 +67,8 @@ def normalise_weights(weights: Sequence[float] | None, count: int, *, what: str)
     if largest <= 0.0:
         raise ValueError(f"{what} weights sum to zero; give at least one a positive weight")
     scaled = [w / largest for w in values]  # first, so that huge weights cannot overflow the sum
-    return tuple(w / sum(scaled) for w in scaled)
+    total = sum(scaled)
+    return tuple(w / total for w in scaled)
 
 
 def check_picture_side(shape: Sequence[int], needed: int, *, what: str) -> None:
