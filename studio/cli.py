@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from studio.registry import DEFAULT_GENERATOR
 
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--size", type=int, default=None, help="output side in pixels")
     generate.add_argument("--out", type=Path, default=Path("out.png"), help="PNG path (a grid for batches)")
-    generate.add_argument("--separate", action="store_true", help="also save each image as OUT-<seed>.png")
+    generate.add_argument(
+        "--separate", action="store_true", help="also save each image as OUT-<seed>.png, even a single one"
+    )
     generate.set_defaults(handler=_generate)
 
     stylize = commands.add_parser("stylize", help="neural style transfer (Gatys optimisation or AdaIN)")
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--loop", action="store_true", help="flow from the last keyframe back to the first")
     walk.add_argument("--easing", default="spline", choices=["spline", "linear", "ease-in-out"])
     walk.add_argument("--noise-loop", action="store_true", help="a circular walk around the first seed instead")
-    walk.add_argument("--spread", type=float, default=1.0, help="noise loop radius 0..1")
+    walk.add_argument("--spread", type=float, default=None, help="noise loop radius 0..1 (default 1)")
     walk.add_argument("--psi", type=float, default=1.0)
     walk.add_argument("--class", dest="class_name", default=None, help="class, or one per keyframe: blue,green,red")
     walk.add_argument("--direction", action="append", default=[], metavar="INDEX=AMOUNT")
@@ -133,11 +137,54 @@ def _output_file(path: Path, *, suffixes: Sequence[str], inputs: Sequence[Path |
     for source in inputs:
         if source is not None and path.exists() and source.exists() and path.samefile(source):
             raise ValueError(f"--out {path} is one of the input pictures; choose another name so it is kept")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot make the folder for --out {path}: {error.strerror or error}") from None
+    # The folder is made only when the result is saved (`_make_folder`), so a run that fails leaves nothing behind;
+    # here the nearest folder that exists must be one we may write into.
+    existing = path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot make the folder for --out {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write --out {path}: no permission to write in {existing}")
     return path
+
+
+def _make_folder(out: Path) -> Path:
+    """Make --out's folder (checked by `_output_file`) right before the result is written."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot make the folder for --out {out}: {error.strerror or error}") from None
+    return out
+
+
+class _ProgressBar:
+    """A tqdm bar that appears with the first progress report, so errors found before any work print alone.
+
+    Use as `with _ProgressBar(unit="step", desc="gatys") as bar:` and pass `bar` as the `on_progress` callback.
+    """
+
+    def __init__(self, *, disable: bool = False, **options: Any) -> None:
+        self.disable = disable
+        self.options = options
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.disable:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, **self.options)
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _directions(pairs: list[str]) -> dict[int, float]:
@@ -203,19 +250,12 @@ def _weights_fetch(args: argparse.Namespace) -> int:
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from studio.api import Studio
 
     out = _output_file(
         args.out, suffixes=(".png", ".jpg", ".jpeg", ".webp", ""), inputs=[args.content, *args.style, args.mask]
     )
-    with tqdm(unit="step", desc=args.method, disable=args.method == "adain") as bar:
-
-        def on_progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with _ProgressBar(unit="step", desc=args.method, disable=args.method == "adain") as on_progress:
         result = Studio().stylize(
             content=args.content,
             styles=args.style,
@@ -230,24 +270,20 @@ def _stylize(args: argparse.Namespace) -> int:
             vgg=args.vgg,
             on_progress=on_progress,
         )
-    result.save(out)
+    result.save(_make_folder(out))
     print(f"{out}: {result.image.size[0]}x{result.image.size[1]} in {result.seconds:.1f} s")
     return 0
 
 
 def _walk(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from studio.api import Studio
     from studio.ops.video import SUFFIX_FORMATS
 
+    if args.spread is not None and not args.noise_loop:
+        raise ValueError("--spread is the radius of a --noise-loop walk; add --noise-loop, or leave --spread out")
     classes = args.class_name.split(",") if args.class_name and "," in args.class_name else args.class_name
     out = _output_file(args.out, suffixes=sorted(SUFFIX_FORMATS, key=lambda suffix: suffix != ".mp4"))
-    with tqdm(total=args.frames, unit="frame", desc="walk") as bar:
-
-        def on_progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
+    with _ProgressBar(unit="frame", desc="walk") as on_progress:
         result = Studio().walk(
             model=args.model,
             seeds=args.seeds,
@@ -256,7 +292,7 @@ def _walk(args: argparse.Namespace) -> int:
             loop=args.loop,
             easing=args.easing,
             path="noise-loop" if args.noise_loop else "keyframes",
-            spread=args.spread,
+            spread=1.0 if args.spread is None else args.spread,
             psi=args.psi,
             class_name=classes,
             directions=_directions(args.direction),
@@ -318,8 +354,8 @@ def _generate(args: argparse.Namespace) -> int:
         directions=_directions(args.direction),
         size=args.size,
     )
-    result.save(out)
-    if args.separate and len(result.images) > 1:
+    result.save(_make_folder(out))
+    if args.separate:
         for index, seed in enumerate(result.seeds):
             result.save(out.with_name(f"{out.stem}-{seed}.png"), index=index)
     print(f"{out}: {args.model} seeds {','.join(map(str, result.seeds))}")

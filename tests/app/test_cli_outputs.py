@@ -64,3 +64,35 @@ def test_a_walk_format_that_contradicts_the_file_name_is_refused(tmp_path: Path)
     with pytest.raises(ValueError, match="ends in .mp4 but the format asked for is gif"):
         Studio(device="cpu").walk(seeds=[1, 2], frames=2, format="gif", out=tmp_path / "walk.mp4")
     assert not (tmp_path / "walk.mp4").exists()
+
+
+def test_a_run_that_fails_prints_only_its_error_and_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    style = _photo(tmp_path / "style.png")
+    out = tmp_path / "new" / "deeper" / "out.png"
+    for argv in (
+        _stylize(tmp_path / "missing.png", style, out),
+        ["walk", "--model", "no-such-model", "--seeds", "1,2", "--frames", "2", "--out", str(out.with_suffix(".gif"))],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err  # no empty progress bar before it
+    assert not (tmp_path / "new").exists()
+
+    assert main(_stylize(_photo(tmp_path / "photo.png"), style, out)) == 0  # a run that works makes the folder
+    assert Image.open(out).size == (32, 21)
+
+
+def test_walk_spread_without_a_noise_loop_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "walk.gif"
+    assert main(["walk", "--seeds", "1,2", "--frames", "2", "--spread", "0.3", "--out", str(out)]) == 2
+    assert "--spread is the radius of a --noise-loop walk" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_generate_separate_saves_a_single_image_too(tmp_path: Path) -> None:
+    out = tmp_path / "eyes.png"
+    assert main(["generate", "--seed", "7", "--separate", "--out", str(out)]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eyes-7.png", "eyes.png"]
+    assert Image.open(tmp_path / "eyes-7.png").tobytes() == Image.open(out).tobytes()
