@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -229,7 +230,11 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
     )
 
     offline = is_offline()
-    fetch_hint = f"connect to the internet, or pre-download with: python -m studio weights fetch {what}"
+    # Worded to fit both a first use in the app and `weights fetch` itself (which must not suggest running itself).
+    fetch_hint = (
+        f"connect to the internet and try again (python -m studio weights fetch {what} downloads it ahead of "
+        "time), or point HF_ENDPOINT at a Hub mirror you can reach"
+    )
     try:
         downloaded = hf_hub_download(
             source.repo_id,
@@ -250,7 +255,7 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         elif isinstance(cause, HfHubHTTPError) and status is not None:
             state = f"the Hub answered HTTP {status} (try again later)"
         else:
-            state = "the Hub could not be reached"
+            state = f"the Hub could not be reached ({_reason(cause)})"
         raise WeightsUnavailable(
             f"{what} is not cached and {state}; {fetch_hint} (it comes from {source.repo_id}/{source.filename})"
         ) from None
@@ -286,6 +291,16 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         if commit:
             _record_pin(_pin_key(source), revision=commit)
     return path
+
+
+def _reason(error: BaseException | None) -> str:
+    """Why a connection failed, in a few words ("[Errno -2] Name or service not known", not "<urlopen error ...>")."""
+    if error is None:
+        return "no answer"
+    reason = getattr(error, "reason", None)  # urllib's URLError wraps the socket error
+    if isinstance(reason, BaseException):
+        error = reason
+    return str(error) or type(error).__name__
 
 
 def _tqdm_class(progress: ProgressCallback | None):
@@ -333,8 +348,10 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
     if offset and validator.is_file():
         headers["If-Range"] = validator.read_text()
     request = urllib.request.Request(source.url, headers=headers)
+    connected = False
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
+            connected = True
             if offset and response.status != 206:  # server ignored the range, or the file changed: start over
                 offset = 0
             _remember_validator(validator, response.headers)
@@ -366,8 +383,15 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
         else:
             raise WeightsUnavailable(f"{what}: {source.url} answered HTTP {error.code}; try again later") from None
     except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as error:
+        if not connected:  # nothing came back: no network, a name that does not resolve, a refused connection
+            host = urllib.parse.urlsplit(source.url).netloc
+            raise WeightsUnavailable(
+                f"{what} is not cached and {host} could not be reached ({_reason(error)}); connect to the internet "
+                f"and try again, or put the file at {final}"
+            ) from None
         raise WeightsUnavailable(
-            f"{what}: download from {source.url} was interrupted ({error}); run the same command again to resume"
+            f"{what}: download from {source.url} was interrupted ({_reason(error)}); run the same command again "
+            "to resume"
         ) from None
     if total is not None and partial.stat().st_size != total:
         raise WeightsUnavailable(

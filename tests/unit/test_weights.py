@@ -182,6 +182,26 @@ def test_hub_not_found_is_reported_with_what_to_do(hub_server: HubServer) -> Non
     assert read_pins() == {}
 
 
+def test_an_unreachable_server_is_reported_as_such_not_as_an_interrupted_download(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_retries(monkeypatch)
+    hub_server.add_file(REPO, FILE, b"weights")
+    url = hub_server.add_url("/releases/v0/decoder.pth", b"weights")
+    hub_server.stop()
+
+    with pytest.raises(WeightsUnavailable) as hub_error:
+        resolve(HubFile(REPO, FILE), what=NAME)
+    assert "the Hub could not be reached ([Errno 111] Connection refused)" in str(hub_error.value)
+    assert "try again" in str(hub_error.value)
+    with pytest.raises(WeightsUnavailable) as url_error:
+        resolve(UrlFile(url), what="decoder")
+    message = str(url_error.value)
+    host = url.split("/")[2]
+    assert f"decoder is not cached and {host} could not be reached ([Errno 111] Connection refused)" in message
+    assert "put the file at" in message and "interrupted" not in message
+
+
 def test_hub_cut_transfer_leaves_no_valid_cache_entry(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
     fast_retries(monkeypatch)
     _, data = tiny_checkpoint(seed=1)
