@@ -478,20 +478,30 @@ class Studio:
         with self._lock_for("adain"):
             if self._adain is None:
                 from studio.ops.adain import AdaINStylizer
-                from studio.weights import is_cached
 
-                encoder_name, decoder_name = ADAIN_MODELS
-                try:
-                    encoder, decoder = self.load(encoder_name), self.load(decoder_name)
-                except WeightsUnavailable as error:
-                    if any(is_cached(self.spec(name)) for name in ADAIN_MODELS):
-                        raise
-                    raise WeightsUnavailable(
-                        f"{error}\nAdaIN needs both adain-encoder and adain-decoder; neither is on this machine: "
-                        "python -m studio weights fetch adain-encoder adain-decoder"
-                    ) from None
+                encoder, decoder = self.load_adain()
                 self._adain = AdaINStylizer(encoder=encoder, decoder=decoder)
             return self._adain
+
+    def load_adain(
+        self, progress_for: Callable[[str], ProgressCallback | None] | None = None
+    ) -> tuple[nn.Module, nn.Module]:
+        """AdaIN's encoder and decoder (`load` each, `progress_for(name)` reporting its download). When neither file
+        is on this machine the error names both, so that one fetch gets everything AdaIN needs."""
+        from studio.weights import is_cached
+
+        encoder_name, decoder_name = ADAIN_MODELS
+        try:
+            encoder = self.load(encoder_name, progress=progress_for(encoder_name) if progress_for else None)
+            decoder = self.load(decoder_name, progress=progress_for(decoder_name) if progress_for else None)
+        except WeightsUnavailable as error:
+            if any(is_cached(self.spec(name)) for name in ADAIN_MODELS):
+                raise
+            raise WeightsUnavailable(
+                f"{error}\nAdaIN needs both adain-encoder and adain-decoder; neither is on this machine: "
+                "python -m studio weights fetch adain-encoder adain-decoder"
+            ) from None
+        return encoder, decoder
 
     def _walk_stylizer(self, style: imaging.ImageSource, *, strength: float) -> Callable[[Tensor], Tensor]:
         """A frame transform for walks: AdaIN with the style's statistics computed once."""

@@ -313,7 +313,12 @@ class StudioUI:
 
     def ensure_weights(self, name: str, progress: Any = None) -> ModelSpec:
         """Load a model (downloading its weights with a progress bar when they are not cached yet)."""
-        spec = self.studio.spec(name)
+        self.studio.load(name, progress=self._download_progress(name, progress))
+        return self.studio.spec(name)
+
+    @staticmethod
+    def _download_progress(name: str, progress: Any) -> Callable[[int, int | None], None]:
+        """Says "Loading NAME" on the page's progress bar and returns the callback that shows its download."""
 
         def report(done: int, total: int | None) -> None:
             if progress is not None and total:
@@ -321,8 +326,7 @@ class StudioUI:
 
         if progress is not None:
             progress(0, desc=f"Loading {name}")
-        self.studio.load(name, progress=report)
-        return spec
+        return report
 
     def model_summary(self, spec: ModelSpec) -> str:
         status = (
@@ -536,8 +540,10 @@ class StudioUI:
         }
 
     def _ensure_style_weights(self, method: str, progress: Any) -> None:
-        for name in ADAIN_MODELS if method == "adain" else (DEFAULT_VGG,):
-            self.ensure_weights(name, progress)
+        if method == "adain":
+            self.studio.load_adain(lambda name: self._download_progress(name, progress))
+        else:
+            self.ensure_weights(DEFAULT_VGG, progress)
 
     def _save_stylized(self, result: Any, arguments: dict[str, Any]) -> str:
         """A PNG whose text chunks say how it was made (file names of the inputs, not their pixels)."""

@@ -419,8 +419,11 @@ def test_stylize_gatys_returns_a_png_with_its_settings(client: Client) -> None:
 
 
 def test_stylize_adain_offline_says_how_to_get_the_weights(client: Client) -> None:
-    with pytest.raises(AppError, match="adain-encoder is not cached.*weights fetch adain-encoder"):
+    with pytest.raises(AppError, match="adain-encoder is not cached.*weights fetch adain-encoder") as caught:
         _stylize(client, method="adain")
+    assert "neither is on this machine: python -m studio weights fetch adain-encoder adain-decoder" in str(
+        caught.value
+    )  # one command gets both files
 
 
 def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -> None:
