@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio import utils as gradio_utils
 
 from studio.api import ADAIN_MODELS, MAX_SEED, Cancelled, GenerationResult, Studio, read_png_settings
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
@@ -120,7 +122,7 @@ def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Cancelled:
             raise gr.Error("Stopped before the end.", title="Stopped", print_exception=False) from None
         except USER_ERRORS as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(_without_upload_folders(str(error)), print_exception=False) from None
         except MemoryError:
             raise gr.Error("Out of memory: lower the size, the batch or the number of frames.") from None
         except Exception as error:
@@ -132,6 +134,13 @@ def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             ) from None
 
     return wrapper
+
+
+def _without_upload_folders(message: str) -> str:
+    """Name uploads by their file names: gradio keeps each one at <upload folder>/<hash>/<name>, a server path that
+    means nothing to the person who uploaded it."""
+    folder = re.escape(str(gradio_utils.get_upload_folder()).rstrip("/\\"))
+    return re.sub(folder + r"[/\\][^/\\\s]+[/\\]", "", message)
 
 
 def _number(value: Any, what: str) -> float:

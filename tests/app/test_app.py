@@ -486,6 +486,14 @@ def test_bad_uploads_give_messages_and_the_server_keeps_serving(client: Client, 
     assert _generate(client, seed=9)[3] == 9
 
 
+def test_errors_name_uploads_by_their_file_names(client: Client, tmp_path: Path) -> None:
+    empty = tmp_path / "my empty photo.png"
+    empty.write_bytes(b"")
+    with pytest.raises(AppError) as caught:
+        _stylize(client, content=str(empty))
+    assert str(caught.value).endswith("content image is an empty file: my empty photo.png")  # not gradio's path
+
+
 def _upload_raw(app_url: str, path: str) -> str:
     with open(path, "rb") as stream:
         response = httpx.post(f"{app_url}gradio_api/upload", files={"files": (Path(path).name, stream)})
