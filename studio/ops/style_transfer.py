@@ -12,6 +12,11 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   fewer evaluations.
 - A start recoloured to the styles' colours (`GatysSettings.init`): no change on chelsea, 57 -> 54, 30 -> 27 and
   20 -> 3 evaluations on three other pairs at 256 px.
+- Not used: a start blended with the style picture itself (resized to the content's shape) reached that loss in
+  23 instead of 35 evaluations at 256 px with half and half, but only by painting the style picture's subject (the
+  woman's face and hat on chelsea) into the result, a trade the loss allows (content up from 1.35 to 1.69, style down).
+  Blending in a structure-free version (the style with its Fourier phases randomised) saved 0-4 evaluations, within
+  the spread between seeds.
 - With all three the textbook 60-step loss took 36 evaluations at 256 px and 21 at 512 px. VGG19's convolutions
   tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2x faster in all at 256 px,
   4.7x at 512 px.
