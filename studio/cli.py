@@ -310,6 +310,13 @@ def _walk(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from studio.training import make_train_config, push_to_hub, train
+    from studio.training.export import HubUploadError, check_push_target
+
+    if args.push_to_hub:
+        try:  # before hours of training, not after
+            check_push_target(args.push_to_hub)
+        except HubUploadError as error:
+            raise ValueError(f"--push-to-hub: {error}") from None
 
     options = {
         key: getattr(args, key)
@@ -336,7 +343,11 @@ def _train(args: argparse.Namespace) -> int:
             "quality (lower is better): " + ", ".join(f"step {m['step']}: {m['vgg_fd']:.4g}" for m in result.metrics)
         )
     if args.push_to_hub:
-        print(f"pushed: {push_to_hub(result.export.folder, repo_id=args.push_to_hub)}")
+        try:
+            print(f"pushed: {push_to_hub(result.export.folder, repo_id=args.push_to_hub)}")
+        except HubUploadError as error:
+            print(f"error: {error}; the model is saved in {result.export.folder}", file=sys.stderr)
+            return 2
     return 130 if result.interrupted else 0
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.ops.common import as_whole_number
 from studio.training.augment import parse_policy
 from studio.training.dataset import CROPS, SkippedFile
 from studio.training.export import ExportResult
@@ -66,6 +68,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "out", Path(self.out))
+        # Numbers may come as NumPy scalars, whole floats or text (from a notebook, a form or JSON): store plain
+        # Python ones, so the settings go into config.json and the checkpoint as they are.
+        for name in WHOLE_NUMBER_FIELDS:
+            number = as_whole_number(_number_or_text(getattr(self, name)))
+            if number is None:
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, number)
+        for name in REAL_NUMBER_FIELDS:
+            value = getattr(self, name)
+            if value is None and name == "time_budget_s":
+                continue
+            try:
+                number = float(_number_or_text(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, number)
         checks = [
             (
                 self.size >= 8 and not self.size & (self.size - 1) and self.size <= 1024,
@@ -89,6 +109,7 @@ class TrainConfig:
             (self.fid in FID_MODES, f"fid must be one of {FID_MODES}, got {self.fid!r}"),
             (self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}"),
             (self.log_every >= 1, "log_every must be at least 1"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,8 +129,41 @@ class TrainConfig:
         }
 
 
+WHOLE_NUMBER_FIELDS = (
+    "size",
+    "steps",
+    "batch_size",
+    "z_dim",
+    "g_channels",
+    "d_channels",
+    "d_steps",
+    "seed",
+    "sample_every",
+    "checkpoint_every",
+    "sample_count",
+    "metric_samples",
+    "log_every",
+)
+REAL_NUMBER_FIELDS = ("time_budget_s", "gp_weight", "r1_gamma", "lr_g", "lr_d", "beta1", "beta2", "ema_decay")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+
+
+def _number_or_text(value: Any) -> Any:
+    """Text such as "30" or "0.5" as a number; anything else unchanged (booleans are not numbers here)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value) if any(mark in value.lower() for mark in (".", "e", "n", "i")) else int(value)
+        except ValueError:
+            return None
+    return value
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "my-gan"
+    """A model name from a folder name: lower case, runs of anything but letters, digits, _ and - become one "-".
+    Letters of every script are kept, so that folders named 油絵 and 水彩 give two models, not one "my-gan"."""
+    return re.sub(r"[^\w-]+", "-", text.lower()).strip("-_") or "my-gan"
 
 
 def make_train_config(
@@ -138,10 +192,16 @@ def check_destination(config: TrainConfig) -> None:
     a built-in model. A folder the studio trained into before (a checkpoint or an export) may be used again."""
     from studio.registry import builtin_models
     from studio.training.export import WEIGHTS_FILE
+    from studio.weights import local_weights_dir
 
     if config.name in builtin_models():
         raise ValueError(f"{config.name!r} is the name of a built-in model; give yours another name (--name)")
     data, out = config.data.expanduser().resolve(), config.out.expanduser().resolve()
+    if out.name in builtin_models() and out.parent == local_weights_dir().expanduser().resolve():
+        raise ValueError(
+            f"{config.out} is where the studio looks for its own copy of the built-in model {out.name!r}, so your "
+            "model would replace it; choose another folder name"
+        )
     if out == data or data in out.parents:
         raise ValueError(
             f"the export folder {config.out} is inside the training images {config.data}, so its samples would be "

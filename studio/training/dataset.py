@@ -202,7 +202,14 @@ class EpochSampler:
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "order": self.order.clone(), "position": self.position}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore a saved state; returns False when the saved epoch was over another number of images (the folder
+        changed since), whose order is then dropped: the next batch starts a new epoch."""
         self.generator.set_state(state["generator"])
-        self.order = state["order"].clone()
+        order = state["order"]
+        if len(order) and len(order) != self.count:
+            self.order, self.position = torch.empty(0, dtype=torch.long), 0
+            return False
+        self.order = order.clone()
         self.position = int(state["position"])
+        return True

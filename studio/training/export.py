@@ -178,6 +178,25 @@ def model_card(meta: dict[str, Any], *, has_samples: bool) -> str:
     return "\n".join(lines)
 
 
+def check_push_target(repo_id: str) -> None:
+    """What can be known about an upload before training for it: ValueError for a malformed repository id,
+    HubUploadError when offline."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{repo_id!r} is not a Hub repository id such as your-name/my-gan: {error}") from None
+    if "/" not in repo_id:
+        raise ValueError(f"{repo_id!r} is not a Hub repository id: give the owner too, e.g. your-name/{repo_id}")
+    if is_offline():
+        raise HubUploadError(
+            "cannot push to the Hugging Face Hub while offline (HF_HUB_OFFLINE or STUDIO_OFFLINE is set); "
+            "unset it on a machine with a network"
+        )
+
+
 def push_to_hub(
     folder: str | os.PathLike[str], *, repo_id: str, token: str | None = None, private: bool = False
 ) -> str:
@@ -189,11 +208,7 @@ def push_to_hub(
     path = Path(folder)
     if not (path / "config.json").is_file() or not (path / WEIGHTS_FILE).is_file():
         raise ValueError(f"{path} is not an exported model (it needs config.json and {WEIGHTS_FILE}); train first")
-    if is_offline():
-        raise HubUploadError(
-            "cannot push to the Hugging Face Hub while offline (HF_HUB_OFFLINE or STUDIO_OFFLINE is set); "
-            "unset it on a machine with a network"
-        )
+    check_push_target(repo_id)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 

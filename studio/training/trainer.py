@@ -257,6 +257,13 @@ def _restore(run: _Run) -> int:
     if folder is None or not run.config.resume:
         return 0
     state, rng = ckpt.load_checkpoint(folder, rank=run.accelerator.process_index)
+    trained_on = state["settings"].get("data")
+    if trained_on is not None and Path(trained_on).expanduser().resolve() != run.config.data.expanduser().resolve():
+        raise ValueError(
+            f"{run.config.out} holds a model trained on {trained_on}, not on {run.config.data}; to train a model of "
+            "these images give another export folder (--out) or name (--name), or start this one over on them "
+            "(--fresh on the command line, resume=False in Python)"
+        )
     mismatched = [
         f"{key}: checkpoint {state['settings'].get(key)!r}, now {getattr(run.config, key)!r}"
         for key in RESUME_KEYS
@@ -277,7 +284,8 @@ def _restore(run: _Run) -> int:
     run.opt_d.load_state_dict(state["opt_d"])
     if rng is not None:
         ckpt.restore_rng(rng, run.rngs)
-        run.sampler.load_state_dict(rng["sampler"])
+        if not run.sampler.load_state_dict(rng["sampler"]):
+            log.warning("the data folder holds more or fewer images than at the checkpoint: a new epoch starts")
     else:  # more processes than when it was saved: the new ranks start fresh data orders
         log.warning(
             "checkpoint has no RNG state for process %d; its data order starts afresh", run.accelerator.process_index
@@ -323,7 +331,15 @@ def _measure(run: _Run, model: DCGANGenerator) -> dict[str, float] | None:
         for name, reason in run.unavailable.items():
             log.info("metric %s unavailable: %s", name, reason)
     z = torch.randn(count, run.config.z_dim, generator=torch.Generator().manual_seed(run.config.seed + 2))
-    scores = run.meter.score(generate(model, z, labels))
+    fakes = generate(model, z, labels)
+    if not bool(torch.isfinite(fakes).all()):  # a diverged run: the distances are undefined (and eigh fails)
+        run.unavailable["quality"] = (
+            f"not measured at step {run.step}: the generator's output is not finite (training diverged; lower the "
+            "learning rates or the penalty weights)"
+        )
+        log.warning("%s", run.unavailable["quality"])
+        return None
+    scores = run.meter.score(fakes)
     entry = {"step": run.step, **scores}
     run.history.append(entry)
     return scores
@@ -396,6 +412,8 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
     accelerator.wait_for_everyone()
     run = _build_run(config, data, accelerator)
     resumed_from = _restore(run)
+    if main and config.progress_bar and resumed_from:
+        print(f"resuming from step {resumed_from} in {config.out} (--fresh starts over)", file=sys.stderr)
     samples: list[Path] = []
     last_terms: dict[str, Tensor] = {}
     losses: dict[str, float] = {}
@@ -414,8 +432,8 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
     )
     stop = _StopRequest()
     checkpoint: Path | None = None
-    try:
-        with stop.installed():
+    with stop.installed():  # also while finishing: a Ctrl-C then must not lose the checkpoint and export
+        try:
             while run.step < config.steps:
                 tick = time.perf_counter()
                 last_terms = train_step(run)
@@ -464,22 +482,22 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
                 if _any_process(accelerator, stop.requested or out_of_time):
                     stopped_by = "interrupt" if stop.requested else "time"
                     break
-    except KeyboardInterrupt:
-        if stop.requested:  # second Ctrl-C: the user wants out now
-            raise
-        stopped_by = "interrupt"  # raised by on_progress between steps: the state is consistent
-    finally:
-        bar.close()
-    losses = {name: float(value) for name, value in last_terms.items()} or losses
-    return _finish(
-        run,
-        stopped_by=stopped_by,
-        losses=losses,
-        samples=samples,
-        speed=images_done / max(train_seconds, 1e-9),
-        resumed_from=resumed_from,
-        checkpoint=checkpoint,
-    )
+        except KeyboardInterrupt:
+            if stop.requested:  # second Ctrl-C: the user wants out now
+                raise
+            stopped_by = "interrupt"  # raised by on_progress between steps: the state is consistent
+        finally:
+            bar.close()
+        losses = {name: float(value) for name, value in last_terms.items()} or losses
+        return _finish(
+            run,
+            stopped_by=stopped_by,
+            losses=losses,
+            samples=samples,
+            speed=images_done / max(train_seconds, 1e-9),
+            resumed_from=resumed_from,
+            checkpoint=checkpoint,
+        )
 
 
 def _finish(

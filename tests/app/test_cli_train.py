@@ -49,3 +49,17 @@ def test_train_then_generate_with_the_new_model(tmp_path, monkeypatch, capsys) -
     assert cli_main(["generate", "--model", "tints", "--seed", "4", "--class", "blue", "--out", str(out)]) == 0
     assert Image.open(out).size == (16, 16)
     assert read_png_settings(out).class_name == "blue"
+
+
+def test_push_to_hub_targets_are_checked_before_training(tmp_path, monkeypatch, capsys) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    out = tmp_path / "out"
+    base = ["train", "--data", str(folder), "--out", str(out), "--size", "16", "--steps", "1", "--batch", "2"]
+    assert cli_main([*base, "--push-to-hub", "bad repo id"]) == 2
+    assert "'bad repo id' is not a Hub repository id" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli_main([*base, "--push-to-hub", "me/my-gan"]) == 2
+    assert "--push-to-hub: cannot push to the Hugging Face Hub while offline" in capsys.readouterr().err
+    assert not out.exists()  # refused before any training

@@ -394,3 +394,95 @@ def test_push_to_hub_fails_clearly_offline(flat_folder: Path, tmp_path: Path, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUploadError, match="offline"):
         push_to_hub(tmp_path, repo_id="me/my-gan")
+
+
+def test_folders_with_non_latin_names_make_distinct_models(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    names = {make_train_config(data=tmp_path / folder).name for folder in ("油絵", "水彩", "Études", "my paintings")}
+    assert names == {"油絵", "水彩", "études", "my-paintings"}  # no longer all "my-gan"
+    assert make_train_config(data=tmp_path / "!!!").name == "my-gan"
+
+
+def test_another_folder_does_not_resume_a_model_trained_on_different_images(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_images(first, 6, seed=1)
+    write_images(second, 6, seed=2)
+    out = tmp_path / "out"
+    train(make_train_config(data=first, out=out, steps=2, **TINY))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="holds a model trained on .*first, not on .*second"):
+        train(make_train_config(data=second, out=out, steps=4, **TINY))
+    assert (out / "model.safetensors").read_bytes() == before  # the first model is untouched
+    fresh = train(make_train_config(data=second, out=out, steps=2, resume=False, **TINY))
+    assert fresh.resumed_from == 0 and fresh.step == 2
+
+
+def test_resume_after_images_were_removed_starts_a_new_epoch(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_images(data, 10, seed=3)
+    out = tmp_path / "out"
+    train(make_train_config(data=data, out=out, steps=1, **TINY))  # mid-epoch: 4 of 10 images used
+    for path in sorted(data.iterdir())[:6]:
+        path.unlink()
+    result = train(make_train_config(data=data, out=out, steps=4, **TINY))  # indices 4..9 no longer exist
+    assert result.resumed_from == 1 and result.step == 4 and result.images == 4
+
+
+def test_ctrl_c_while_finishing_still_saves_the_checkpoint_and_export(
+    flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from studio.training import trainer
+
+    real_save_samples = trainer._save_samples
+
+    def press_ctrl_c_then_save(run, model):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives after the last step, during the final samples
+        return real_save_samples(run, model)
+
+    monkeypatch.setattr(trainer, "_save_samples", press_ctrl_c_then_save)
+    result = train(make_train_config(data=flat_folder, out=tmp_path / "out", steps=2, **TINY))
+    assert result.step == 2 and result.export is not None and result.export.weights.is_file()
+    assert torch.load(result.checkpoint / "state.pt", weights_only=True)["step"] == 2
+
+
+def test_a_diverged_generator_is_exported_without_quality_figures(
+    flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from studio.training import trainer
+
+    monkeypatch.setattr(trainer, "generate", lambda model, z, labels: torch.full((len(z), 3, 16, 16), math.nan))
+    options = {**TINY, "metric_samples": 4}
+    result = train(make_train_config(data=flat_folder, out=tmp_path / "out", steps=2, **options))
+    assert result.export is not None and result.export.weights.is_file()
+    assert "not finite" in result.metrics_unavailable["quality"] and result.metrics == ()
+
+
+def test_numbers_may_be_numpy_scalars_or_text_but_must_be_whole_and_finite(flat_folder: Path, tmp_path: Path) -> None:
+    config = make_train_config(
+        data=flat_folder, out=tmp_path / "out", steps=np.int64(2), seed=np.int64(3), time_budget_s="60", **TINY
+    )
+    assert (config.steps, config.seed, config.time_budget_s) == (2, 3, 60.0)
+    assert type(config.steps) is int and type(config.time_budget_s) is float
+    for option, value, message in (
+        ("steps", 4.5, "steps must be a whole number"),
+        ("batch_size", "eight", "batch_size must be a whole number"),
+        ("r1_gamma", math.inf, "r1_gamma must be a finite number"),
+        ("lr_g", "nan", "lr_g must be a finite number"),
+        ("seed", 2**70, "seed must be between 0 and"),
+        ("steps", True, "steps must be a whole number"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make_train_config(data=flat_folder, out=tmp_path / "out", **{**TINY, option: value})
+    result = train(config)
+    assert json.loads(result.export.config.read_text())["training"]["settings"]["steps"] == 2
+
+
+def test_training_into_the_folder_of_a_built_in_model_is_refused(
+    flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
+    config = make_train_config(data=flat_folder, out=weights / "omniart-eyes", name="mine", steps=1, **TINY)
+    with pytest.raises(ValueError, match="its own copy of the built-in model 'omniart-eyes'"):
+        train(config)
+    assert not (weights / "omniart-eyes").exists()
