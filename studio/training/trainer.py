@@ -241,6 +241,7 @@ def _save(run: _Run) -> Path | None:
             "opt_d": run.opt_d.state_dict(),
             "history": run.history,
             "settings": run.config.settings(),
+            "data_folder": str(run.config.data.expanduser().resolve()),  # settings hold it as given (maybe relative)
             "classes": list(run.data.classes),
         }
     rng = {**ckpt.capture_rng(run.rngs), "sampler": run.sampler.state_dict()}  # per process: data orders differ
@@ -257,8 +258,8 @@ def _restore(run: _Run) -> int:
     if folder is None or not run.config.resume:
         return 0
     state, rng = ckpt.load_checkpoint(folder, rank=run.accelerator.process_index)
-    trained_on = state["settings"].get("data")
-    if trained_on is not None and Path(trained_on).expanduser().resolve() != run.config.data.expanduser().resolve():
+    trained_on = state.get("data_folder")
+    if trained_on is not None and Path(trained_on) != run.config.data.expanduser().resolve():
         raise ValueError(
             f"{run.config.out} holds a model trained on {trained_on}, not on {run.config.data}; to train a model of "
             "these images give another export folder (--out) or name (--name), or start this one over on them "

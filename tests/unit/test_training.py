@@ -403,7 +403,9 @@ def test_folders_with_non_latin_names_make_distinct_models(tmp_path: Path, monke
     assert make_train_config(data=tmp_path / "!!!").name == "my-gan"
 
 
-def test_another_folder_does_not_resume_a_model_trained_on_different_images(tmp_path: Path) -> None:
+def test_another_folder_does_not_resume_a_model_trained_on_different_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     write_images(first, 6, seed=1)
     write_images(second, 6, seed=2)
@@ -415,6 +417,9 @@ def test_another_folder_does_not_resume_a_model_trained_on_different_images(tmp_
     assert (out / "model.safetensors").read_bytes() == before  # the first model is untouched
     fresh = train(make_train_config(data=second, out=out, steps=2, resume=False, **TINY))
     assert fresh.resumed_from == 0 and fresh.step == 2
+
+    monkeypatch.chdir(tmp_path)  # the same folder, named relative to another working directory, still resumes
+    assert train(make_train_config(data=Path("second"), out=out, steps=3, **TINY)).resumed_from == 2
 
 
 def test_resume_after_images_were_removed_starts_a_new_epoch(tmp_path: Path) -> None:
