@@ -206,15 +206,24 @@ def default_device() -> str:
     configured = os.environ.get("STUDIO_DEVICE")
     if not configured:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(configured, setting="STUDIO_DEVICE")
+
+
+def check_device(device: Any, *, setting: str = "device") -> str:
+    """`device` (text such as "cpu", "CUDA:1", or a torch.device) as the device string the studio runs on; ValueError
+    naming `setting` when it is not a device, not cpu or cuda, or a GPU this machine does not have."""
+    import torch
+
+    text = str(device).strip().lower()
     try:
-        device = torch.device(configured)
+        parsed = torch.device(text)
     except RuntimeError:
-        raise ValueError(f"STUDIO_DEVICE={configured!r} is not a device; use cpu or cuda (cuda:1, ...)") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise ValueError(f"STUDIO_DEVICE={configured} but this machine has no such CUDA GPU; unset it or use cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"STUDIO_DEVICE={configured!r}: the studio runs on cpu or cuda")
-    return configured
+        raise ValueError(f"{setting}={device!r} is not a device; use cpu or cuda (cuda:1, ...)") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"{setting}={device!r}: the studio runs on cpu or cuda")
+    if parsed.type == "cuda" and not (torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"{setting}={device!r} but this machine has no such CUDA GPU; use cpu")
+    return text
 
 
 class Studio:
@@ -225,7 +234,8 @@ class Studio:
     """
 
     def __init__(self, *, device: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> None:
-        self._device = device
+        self._requested_device = device  # checked on first use, like STUDIO_DEVICE (no torch import here)
+        self._device: str | None = None
         self._weights_dir = Path(weights_dir) if weights_dir else None
         self._modules: dict[tuple[str, str, str], nn.Module] = {}
         self._weight_paths: dict[str, Path] = {}
@@ -240,7 +250,8 @@ class Studio:
     @property
     def device(self) -> str:
         if self._device is None:
-            self._device = default_device()
+            requested = self._requested_device
+            self._device = default_device() if requested is None else check_device(requested)
         return self._device
 
     def models(self, kind: str | None = None) -> list[ModelSpec]:
@@ -409,7 +420,7 @@ class Studio:
         a small version for slider drags; `mask` (white = first style, black = second) needs exactly two styles.
         `size` is the output's long side in pixels. `on_progress(done, total)` returning False cancels (`Cancelled`).
         """
-        style_list = [styles] if isinstance(styles, (str, bytes, os.PathLike, Image.Image)) else list(styles)
+        style_list = imaging.image_sources(styles)
         strength = _check_number(strength, "strength", 0.0, 1.0)
         size = _check_output_size(size)
         if preserve_color not in ("none", "luminance", "histogram"):
@@ -662,6 +673,9 @@ class Studio:
         names = list(class_name)
         if path != "keyframes" or len(names) != keyframe_count:
             raise ValueError(f"give one class per keyframe ({keyframe_count}), or a single class, got {len(names)}")
+        for index, name in enumerate(names):
+            if name in (None, ""):  # an empty slot would silently take the first class
+                raise ValueError(f"keyframe {index + 1} has no class; give one class per keyframe, or a single one")
         keys = torch.stack(
             [generation.one_hot(self._class_index(spec, n), len(spec.classes), count=1)[0] for n in names]
         )

@@ -281,7 +281,9 @@ def _walk(args: argparse.Namespace) -> int:
 
     if args.spread is not None and not args.noise_loop:
         raise ValueError("--spread is the radius of a --noise-loop walk; add --noise-loop, or leave --spread out")
-    classes = args.class_name.split(",") if args.class_name and "," in args.class_name else args.class_name
+    classes = args.class_name
+    if classes and "," in classes:  # one class per keyframe: "blue, green,red"
+        classes = [part.strip() for part in classes.split(",")]
     out = _output_file(args.out, suffixes=sorted(SUFFIX_FORMATS, key=lambda suffix: suffix != ".mp4"))
     with _ProgressBar(unit="frame", desc="walk") as on_progress:
         result = Studio().walk(

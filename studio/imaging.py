@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +24,14 @@ DEFAULT_MAX_SIDE = 4096
 MAX_PIXELS = 64_000_000
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
+
+
+def image_sources(sources: ImageSource | Iterable[ImageSource]) -> list[ImageSource]:
+    """One image source or several, as a list: a path, bytes, an open file or a PIL image is one picture (a file
+    object is iterable, by lines, so it must not be taken for a list)."""
+    if isinstance(sources, (str, bytes, os.PathLike, Image.Image)) or hasattr(sources, "read"):
+        return [sources]  # type: ignore[list-item]
+    return list(sources)  # type: ignore[arg-type]
 
 
 def max_side_from_env() -> int:

@@ -22,7 +22,15 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from studio.imaging import ImageSource, load_image, max_side_from_env, pil_to_unit, resize_long_side, unit_to_pil
+from studio.imaging import (
+    ImageSource,
+    image_sources,
+    load_image,
+    max_side_from_env,
+    pil_to_unit,
+    resize_long_side,
+    unit_to_pil,
+)
 from studio.ops.color import mask_to_tensor, match_color, transfer_luminance
 from studio.ops.common import (
     PreserveColor,
@@ -340,8 +348,7 @@ class AdaINStylizer:
         limit = max_side_from_env()
         check_output_side(settings.content_size, limit, what="content size")
         check_output_side(settings.style_size, limit, what="style size")
-        if isinstance(styles, (str, bytes, Image.Image)) or not isinstance(styles, Sequence):
-            styles = [styles]
+        styles = image_sources(styles)
         if len(styles) == 0:
             raise ValueError("give at least one style image")
         content_image = _load(content, "content image")

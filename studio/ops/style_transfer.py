@@ -46,7 +46,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from studio.imaging import ImageSource, load_image, max_side_from_env, pil_to_unit, resize_long_side, unit_to_pil
+from studio.imaging import (
+    ImageSource,
+    image_sources,
+    load_image,
+    max_side_from_env,
+    pil_to_unit,
+    resize_long_side,
+    unit_to_pil,
+)
 from studio.models.vgg import TAP_NAMES
 from studio.ops.color import (
     blend_colour_moments,
@@ -326,8 +334,7 @@ class _Inputs:
 def _load_inputs(
     content: ImageSource, styles: Sequence[ImageSource], style_weights: Sequence[float] | None
 ) -> _Inputs:
-    if isinstance(styles, (str, bytes, Image.Image)) or not isinstance(styles, Sequence):
-        styles = [styles]  # type: ignore[list-item]
+    styles = image_sources(styles)
     if len(styles) == 0:
         raise ValueError("give at least one style image")
     content_image = load_image(content, name="content image")

@@ -123,3 +123,26 @@ def test_cli_stylize_writes_the_requested_size(tmp_path, shared_data) -> None:
         "gan-art-studio:stylize" in image.text
         and '"preserve_color": "luminance"' in image.text["gan-art-studio:stylize"]
     )
+
+
+def test_one_open_file_is_one_style(photo, painting, tmp_path) -> None:
+    path = tmp_path / "style.png"
+    painting.save(path)
+    studio = Studio(device="cpu")
+    from_path = studio.stylize(content=photo, styles=path, size=32, steps=2)
+    with path.open("rb") as stream:  # a file object iterates by lines: it was split into many "styles"
+        from_file = studio.stylize(content=photo, styles=stream, size=32, steps=2)
+    assert from_file.image.tobytes() == from_path.image.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("gpu", "is not a device"), ("mps", "runs on cpu or cuda"), ("", "is not a device"), ("cuda:99", "no such CUDA")],
+)
+def test_a_bad_device_is_a_message(photo, device, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Studio(device=device).generate(seed=1)
+
+
+def test_device_names_are_not_case_sensitive() -> None:
+    assert Studio(device="CPU").device == "cpu" and Studio(device=torch.device("cpu")).device == "cpu"

@@ -96,3 +96,14 @@ def test_cli_walk_writes_the_number_of_frames_asked_for(tmp_path) -> None:
     assert cli_main(["walk", "--seeds", "3,14,15", "--frames", "9", "--fps", "10", "--loop", "--out", str(out)]) == 0
     with Image.open(out) as gif:
         assert gif.n_frames == 9
+
+
+def test_class_lists_need_a_class_for_every_keyframe(studio: Studio, tmp_path) -> None:
+    with pytest.raises(ValueError, match="keyframe 2 has no class"):
+        studio.walk(model="omniart-eyes", seeds=[1, 2], frames=4, class_name=["blue", ""], out=tmp_path / "x.zip")
+
+
+def test_cli_class_lists_may_have_spaces(tmp_path) -> None:
+    out = tmp_path / "walk.zip"
+    assert cli_main(["walk", "--seeds", "1,2", "--frames", "2", "--class", "blue, brown", "--out", str(out)]) == 0
+    assert cli_main(["walk", "--seeds", "1,2", "--frames", "2", "--class", "blue,", "--out", str(out)]) == 2
