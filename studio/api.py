@@ -29,6 +29,7 @@ from studio.weights import (
     ProgressCallback,
     WeightsUnavailable,
     discover_local_models,
+    local_model_problems,
     sha256_of,
     studio_cache_dir,
     with_dropped_in_weights,
@@ -265,6 +266,9 @@ class Studio:
         for spec in self.models():
             if spec.name == name:
                 return spec
+        for folder, problem in local_model_problems(self._weights_dir):
+            if folder.name == name:
+                raise ValueError(f"model {name!r} in {folder} cannot be used: {problem}")
         known = ", ".join(spec.name for spec in self.models())
         raise ValueError(f"unknown model {name!r}; known models: {known}")
 

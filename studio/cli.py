@@ -200,7 +200,7 @@ def _directions(pairs: list[str]) -> dict[int, float]:
 
 def _weights_list(args: argparse.Namespace) -> int:
     from studio.api import Studio
-    from studio.weights import cached_path, unrecognised_local_files
+    from studio.weights import cached_path, local_model_problems, unrecognised_local_files
 
     rows = [("NAME", "KIND", "SOURCE", "CACHED", "SIZE", "LICENCE")]
     for spec in Studio().models():
@@ -222,6 +222,8 @@ def _weights_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
     for path in unrecognised_local_files():
         print(f"note: {path} is not listed: put it in a folder with a config.json (see weights/README.md)")
+    for folder, problem in local_model_problems():
+        print(f"note: {folder} is not listed: {problem}")
     return 0
 
 

@@ -14,6 +14,7 @@ import http.client
 import importlib.metadata
 import json
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -480,42 +481,89 @@ def discover_local_models(folder: Path | None = None) -> Iterator[ModelSpec]:
     """Models found in `weights/`: each `<name>/config.json` beside a checkpoint (what `studio train` exports).
 
     config.json holds {"architecture": ..., "config": {...}, "classes": [...], ...}; see studio.training.export.
-    Files that cannot be understood are skipped here and reported by `python -m studio weights list`.
+    Folders that cannot be used are skipped here; `local_model_problems` says why, and `weights list` prints it.
     """
+    yield from _scan_local_models(folder)[0]
+
+
+def local_model_problems(folder: Path | None = None) -> list[tuple[Path, str]]:
+    """(folder, why it is not a model the studio lists) for each model folder in `weights/` that cannot be used."""
+    return _scan_local_models(folder)[1]
+
+
+def _scan_local_models(folder: Path | None) -> tuple[list[ModelSpec], list[tuple[Path, str]]]:
     root = folder or local_weights_dir()
     if not root.is_dir():
-        return
-    for config_path in sorted(root.glob("*/config.json")):
-        try:
-            yield spec_from_export(config_path)
-        except (ValueError, KeyError, TypeError, OSError):  # one bad folder must not hide every other model
+        return [], []
+    specs: list[ModelSpec] = []
+    problems: list[tuple[Path, str]] = []
+    places: dict[str, Path] = {name: root / name for name in builtin_models()}
+    for model_folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        config_path = model_folder / "config.json"
+        if not config_path.is_file():
+            if (model_folder / "checkpoints").is_dir():
+                problems.append((model_folder, "a training run without an export yet: run train again with --out "
+                                 f"{model_folder} to finish it"))  # fmt: skip
             continue
+        try:  # one bad folder must not hide every other model
+            spec = spec_from_export(config_path)
+        except (ValueError, OSError) as error:
+            problems.append((model_folder, str(error)))
+            continue
+        if spec.name in places:
+            taken = "a built-in model" if spec.name in builtin_models() else f"the model in {places[spec.name]}"
+            problems.append((model_folder, f'its config.json names it {spec.name!r}, like {taken}; change "name"'))
+            continue
+        places[spec.name] = model_folder
+        specs.append(spec)
+    return specs, problems
 
 
 def spec_from_export(config_path: Path) -> ModelSpec:
-    """Build a ModelSpec from an exported model folder (config.json + model.safetensors)."""
-    meta = json.loads(config_path.read_text())
+    """Build a ModelSpec from an exported model folder (config.json + model.safetensors); ValueError saying what is
+    wrong with a config.json that cannot be used."""
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not UTF-8, not JSON
+        raise ValueError(f"config.json is not readable JSON ({error})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
-        raise ValueError(f"{config_path} must hold a JSON object whose 'config' is an object")
+        raise ValueError("config.json must hold a JSON object whose 'config' is an object")
     folder = config_path.parent
+
+    def text(key: str, default: str | None) -> str:
+        value = meta.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            missing = key not in meta and default is None
+            raise ValueError(f"config.json has no {key!r}" if missing else f"{key!r} in config.json must be text")
+        return value
+
+    classes = meta.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(name, str) and name for name in classes):
+        raise ValueError("'classes' in config.json must be a list of class names")
+    declared = meta.get("config", {}).get("num_classes", len(classes))
+    if declared != len(classes):
+        raise ValueError(f"config.json names {len(classes)} classes for a model with num_classes {declared}")
+    digest = meta.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+        raise ValueError("'sha256' in config.json must be 64 hexadecimal digits")
     checkpoints = [p for p in sorted(folder.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES]
-    weight_file = folder / meta.get("weights", "model.safetensors")
+    weight_file = folder / text("weights", "model.safetensors")
     if not weight_file.is_file():
         if not checkpoints:
-            raise ValueError(f"{folder} has a config.json but no checkpoint")
+            raise ValueError(f"it has a config.json but no checkpoint ({weight_file.name} is missing)")
         weight_file = checkpoints[0]
     return ModelSpec(
-        name=meta.get("name") or folder.name,
-        kind=meta.get("kind", "generator"),
-        architecture=meta["architecture"],
-        key_format=meta.get("key_format", "studio"),
-        sources=(LocalFile(str(weight_file), sha256=meta.get("sha256")),),
+        name=text("name", folder.name),
+        kind=text("kind", "generator"),
+        architecture=text("architecture", None),
+        key_format=text("key_format", "studio"),
+        sources=(LocalFile(str(weight_file), sha256=digest),),
         config=dict(meta.get("config", {})),
-        convention=meta.get("convention", "tanh output in [-1, 1]"),
-        classes=tuple(meta.get("classes", ())),
-        description=meta.get("description", f"your model in {folder}"),
-        license=meta.get("license", "yours"),
-        credit=meta.get("credit", "trained with GAN Art Studio"),
+        convention=text("convention", "tanh output in [-1, 1]"),
+        classes=tuple(classes),
+        description=text("description", f"your model in {folder}"),
+        license=text("license", "yours"),
+        credit=text("credit", "trained with GAN Art Studio"),
     )
 
 
@@ -538,6 +586,7 @@ def unrecognised_local_files(folder: Path | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     known = {p.parent for p in root.glob("*/config.json")} | {root / name for name in builtin_models()}
+    known |= {p.parent for p in root.glob("*/checkpoints")}  # training runs (`local_model_problems` names them)
     return [
         p
         for p in sorted(root.rglob("*"))

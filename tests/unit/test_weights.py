@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from studio import Studio
+from studio.cli import main as cli_main
 from studio.loader import build_module, load_model, random_state_like
 from studio.models.dcgan import DCGANConfig, DCGANGenerator
 from studio.registry import HubFile, LocalFile, ModelSpec, UrlFile
@@ -29,6 +30,7 @@ from studio.weights import (
     discover_local_models,
     load_state_dict,
     load_strict,
+    local_model_problems,
     read_pins,
     resolve,
     unrecognised_local_files,
@@ -494,6 +496,55 @@ def test_local_weights_folder_shows_up_and_loads(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(WeightsIntegrityError):
         Studio(device="cpu").load("my-eyes")
     assert [spec.name for spec in discover_local_models(tmp_path / "nowhere")] == []
+
+
+def test_model_folders_that_cannot_be_used_are_reported_not_hidden(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights"
+    _, data = tiny_checkpoint(seed=4)
+    good = {"architecture": "dcgan", "config": TINY, "classes": ["left", "right"], "sha256": sha256(data)}
+    folders = {
+        "flat": good,
+        "flat-v2": {**good, "name": "flat"},  # a copy of an export: same name inside
+        "mine": {**good, "name": "omniart-eyes"},
+        "numbered": {**good, "name": 5},
+        "bad-digest": {**good, "sha256": 12345},
+        "one-class-too-many": {**good, "classes": ["a", "b", "c"]},
+        "classes-as-text": {**good, "classes": "ab"},
+        "no-architecture": {key: value for key, value in good.items() if key != "architecture"},
+        "no-weights": good,
+    }
+    for name, config in folders.items():
+        (weights / name).mkdir(parents=True)
+        (weights / name / "config.json").write_text(json.dumps(config))
+        if name != "no-weights":
+            (weights / name / "model.safetensors").write_bytes(data)
+    (weights / "half-trained" / "checkpoints" / "last").mkdir(parents=True)
+    (weights / "half-trained" / "checkpoints" / "last" / "state.pt").write_bytes(b"x")
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
+
+    local = {spec.name for spec in discover_local_models()}
+    assert local == {"flat"}
+    problems = {folder.name: problem for folder, problem in local_model_problems()}
+    assert problems == {
+        "flat-v2": f"its config.json names it 'flat', like the model in {weights / 'flat'}; change \"name\"",
+        "mine": "its config.json names it 'omniart-eyes', like a built-in model; change \"name\"",
+        "numbered": "'name' in config.json must be text",
+        "bad-digest": "'sha256' in config.json must be 64 hexadecimal digits",
+        "one-class-too-many": "config.json names 3 classes for a model with num_classes 2",
+        "classes-as-text": "'classes' in config.json must be a list of class names",
+        "no-architecture": "config.json has no 'architecture'",
+        "no-weights": "it has a config.json but no checkpoint (model.safetensors is missing)",
+        "half-trained": f"a training run without an export yet: run train again with --out {weights / 'half-trained'} "
+        "to finish it",
+    }
+    assert unrecognised_local_files() == []  # the training run's checkpoint is not a stray file
+    with pytest.raises(ValueError, match="model 'no-architecture' in .* cannot be used: config.json has no"):
+        Studio().spec("no-architecture")
+    assert cli_main(["weights", "list"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == len(problems) and all(" is not listed: " in note for note in notes)
 
 
 def test_build_module_rejects_an_unknown_architecture_or_config() -> None:
