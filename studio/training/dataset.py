@@ -40,15 +40,22 @@ class SkippedFile:
 
 
 def find_image_files(root: Path) -> list[Path]:
-    """Files with an image suffix under `root`, any depth, sorted; hidden files and folders are left out."""
+    """Files with an image suffix under `root`, any depth, sorted; hidden files and folders are left out. Linked
+    folders are followed (a class folder may be a symlink to where the pictures live), each real folder once."""
     found = []
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(root).parts
-        if any(part.startswith(".") for part in parts):
+    seen_folders: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen_folders:  # a link loop, or a second link to the same folder
+            subfolders[:] = []
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.append(path)
-    return found
+        seen_folders.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # first link wins
+        for name in names:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def class_of(root: Path, path: Path) -> str | None:
@@ -104,25 +111,25 @@ class ImageFolder:
         files = find_image_files(self.root)
         if not files:
             raise ValueError(f"no images in {self.root}; put JPEG/PNG/WebP files there (subfolders become classes)")
-        folder_names = [class_of(self.root, path) for path in files]
-        self.classes = self._decide_classes(folder_names, conditional)
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             decoded = list(pool.map(lambda path: _decode(path, size), files))
         self.images: list[Tensor] = []
         self.files: list[Path] = []
-        labels: list[int] = []
         self.skipped: list[SkippedFile] = []
-        for path, folder, result in zip(files, folder_names, decoded, strict=True):
+        for path, result in zip(files, decoded, strict=True):
             if isinstance(result, str):
                 self.skipped.append(SkippedFile(path, result))
                 continue
             self.images.append(result)
             self.files.append(path)
-            labels.append(self.classes.index(folder) if self.classes else 0)
         if not self.images:
             reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in self.skipped[:3])
             raise ValueError(f"none of the {len(files)} image files in {self.root} could be read ({reasons})")
+        # Classes come from the pictures that were read: a folder of unreadable files is no class.
+        folder_names = [class_of(self.root, path) for path in self.files]
+        self.classes = self._decide_classes(folder_names, conditional)
+        labels = [self.classes.index(folder) if self.classes else 0 for folder in folder_names]
         self.labels = torch.tensor(labels, dtype=torch.long)
 
     @staticmethod

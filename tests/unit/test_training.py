@@ -491,3 +491,24 @@ def test_training_into_the_folder_of_a_built_in_model_is_refused(
     with pytest.raises(ValueError, match="its own copy of the built-in model 'omniart-eyes'"):
         train(config)
     assert not (weights / "omniart-eyes").exists()
+
+
+def test_classes_are_linked_folders_followed_once_and_never_folders_of_unreadable_files(
+    class_folder: Path, tmp_path: Path
+) -> None:
+    from studio.training.dataset import ImageFolder
+
+    data = tmp_path / "links"
+    data.mkdir()
+    (data / "reds").symlink_to(class_folder / "reds", target_is_directory=True)
+    (data / "blues").symlink_to(class_folder / "blues", target_is_directory=True)
+    (data / "blues-again").symlink_to(class_folder / "blues", target_is_directory=True)  # the same pictures
+    (class_folder / "reds" / "loop").symlink_to(data, target_is_directory=True)  # a link loop ends, too
+    try:
+        (data / "broken").mkdir()
+        (data / "broken" / "x.jpg").write_text("not a picture")
+        folder = ImageFolder(data, size=16)
+    finally:
+        (class_folder / "reds" / "loop").unlink()
+    assert folder.classes == ("blues", "reds") and len(folder) == 12  # blues-again adds nothing, broken no class
+    assert [skipped.path.name for skipped in folder.skipped] == ["x.jpg"]
