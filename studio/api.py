@@ -11,7 +11,7 @@ import math
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -523,8 +523,9 @@ class Studio:
         from studio.ops.adain import ENCODER_TAP, blend_styles
 
         alpha = _check_number(strength, "style strength", 0.0, 1.0)
+        style_image = imaging.load_image(style, name="style image")  # a bad file is named before any download
         stylizer = self.adain()
-        stats = stylizer.style_stats(style, size=512)
+        stats = stylizer.style_stats(style_image, size=512)
 
         def transform(images: Tensor) -> Tensor:
             unit = imaging.signed_to_unit(images).to(stylizer.device)
@@ -575,6 +576,12 @@ class Studio:
         spec = self.spec(model)
         if spec.kind != "generator":
             raise ValueError(f"{model} is a {spec.kind}, not an image generator")
+        from studio.ops.interpolation import EASINGS
+
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+            raise ValueError(f"seeds must be a list of whole numbers such as [3, 14, 15], got {seeds!r}")
+        if easing not in EASINGS:  # checked here too: noise loops and one-seed loops never reach the easing
+            raise ValueError(f"easing must be one of {EASINGS}, got {easing!r}")
         keyframe_seeds = tuple(_check_seed(seed) for seed in seeds)
         if not keyframe_seeds:
             raise ValueError("give at least one keyframe seed")
