@@ -35,7 +35,7 @@ def image_sources(sources: ImageSource | Iterable[ImageSource]) -> list[ImageSou
 
 
 def max_side_from_env() -> int:
-    """The largest side (px) the studio accepts for inputs and outputs; `STUDIO_MAX_SIDE` overrides it."""
+    """The largest output side (px) the studio renders; `STUDIO_MAX_SIDE` overrides it."""
     raw = os.environ.get("STUDIO_MAX_SIDE", "")
     if not raw:
         return DEFAULT_MAX_SIDE
@@ -53,10 +53,10 @@ def load_image(source: ImageSource, *, max_side: int | None = None, name: str = 
 
     Handles JPEG, PNG, WebP, GIF (first frame), RGBA (composited on white), greyscale, palette, CMYK,
     16-bit and float images and EXIF orientation. Raises ValueError with an actionable message for non-images,
-    truncated or empty files, decompression bombs and images with a side above `max_side`
-    (default: `max_side_from_env()`).
+    truncated or empty files, decompression bombs (above MAX_PIXELS) and, when `max_side` is given, images with a
+    longer side. Uploads are not held to STUDIO_MAX_SIDE: a 24-megapixel camera photo is scaled down to the working
+    size anyway, and MAX_PIXELS bounds the memory its decoding takes.
     """
-    limit = max_side_from_env() if max_side is None else max_side
     if isinstance(source, Image.Image):
         image = source
     else:
@@ -69,10 +69,8 @@ def load_image(source: ImageSource, *, max_side: int | None = None, name: str = 
             f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
             f"{MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first."
         )
-    if max(width, height) > limit:
-        raise ValueError(
-            f"{name} is {width}x{height}; the limit is {limit} px per side. Downscale it or raise STUDIO_MAX_SIDE."
-        )
+    if max_side is not None and max(width, height) > max_side:
+        raise ValueError(f"{name} is {width}x{height}; the limit is {max_side} px per side. Downscale it first.")
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
