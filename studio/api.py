@@ -513,7 +513,7 @@ class Studio:
             if any(is_cached(self.spec(name)) for name in ADAIN_MODELS):
                 raise
             raise WeightsUnavailable(
-                f"{error}\nAdaIN needs both adain-encoder and adain-decoder; neither is on this machine: "
+                f"{error}. AdaIN needs both adain-encoder and adain-decoder, and neither is on this machine: "
                 "python -m studio weights fetch adain-encoder adain-decoder"
             ) from None
         return encoder, decoder

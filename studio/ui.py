@@ -574,7 +574,7 @@ class StudioUI:
         )
         parts = [f"**{arguments['method']}**", f"styles {styles}", f"strength {arguments['strength']:g}"]
         if arguments["method"] == "gatys":
-            parts.append(f"{arguments['steps']} steps")
+            parts.append(f"{arguments['steps']} step{'s' * (arguments['steps'] != 1)}")
         if arguments["preserve_color"] != "none":
             parts.append(f"colour kept ({arguments['preserve_color']})")
         parts.append(f"{image.width}×{image.height}")
@@ -1160,12 +1160,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             queue=False,
             api_visibility="private",
         )
+        # Queued (not queue=False) like every event that can fail: gradio shows gr.Error and gr.Warning only for
+        # queued events; unqueued ones put a bare "Error" on each output instead.
         recreated = recreate_file.upload(
             _friendly_errors(ui.recreate),
             recreate_file,
             [model, seed, batch, psi, class_name, *directions],
             api_name="read_settings",
-            queue=False,
+            show_progress="hidden",  # a failure is the toast alone, not an "Error" badge on every control
         )
         generate_on(recreated.success, "generate_recreated")
         generate_on(demo.load, "generate_on_load")
@@ -1222,7 +1224,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             [keyframes, generate_state, model, psi, class_name],
             [walk_seeds, walk_model, walk_psi, walk_class, tabs],
             api_name="send_to_walk",
-            queue=False,
+            show_progress="hidden",  # a failure is the toast alone, not an "Error" badge on every control
             api_visibility="private",
         )
 
@@ -1287,7 +1289,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             generate_state,
             [content, tabs],
             api_name="send_to_stylize",
-            queue=False,
+            show_progress="hidden",  # a failure is the toast alone, not an "Error" badge on every control
             api_visibility="private",
         )
 
