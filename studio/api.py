@@ -576,12 +576,11 @@ class Studio:
         spec = self.spec(model)
         if spec.kind != "generator":
             raise ValueError(f"{model} is a {spec.kind}, not an image generator")
-        from studio.ops.interpolation import EASINGS
+        from studio.ops.interpolation import check_easing
 
         if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
             raise ValueError(f"seeds must be a list of whole numbers such as [3, 14, 15], got {seeds!r}")
-        if easing not in EASINGS:  # checked here too: noise loops and one-seed loops never reach the easing
-            raise ValueError(f"easing must be one of {EASINGS}, got {easing!r}")
+        check_easing(easing)  # here too: noise loops and one-seed loops never reach the easing
         keyframe_seeds = tuple(_check_seed(seed) for seed in seeds)
         if not keyframe_seeds:
             raise ValueError("give at least one keyframe seed")

@@ -137,13 +137,14 @@ def ease(t: Tensor, easing: str) -> Tensor:
     """Timing curve on [0, 1] with ease(0) = 0 and ease(1) = 1 exactly. "ease-in-out" is smoothstep 3t^2 - 2t^3
     (zero velocity at both ends: the walk pauses softly on each keyframe); "linear" and "spline" leave t as is
     (the spline shapes the path instead of the timing)."""
-    _check_easing(easing)
+    check_easing(easing)
     if easing == "ease-in-out":
         return t * t * (3 - 2 * t)
     return t
 
 
-def _check_easing(easing: str) -> None:
+def check_easing(easing: str) -> None:
+    """ValueError unless `easing` is one of EASINGS."""
     if easing not in EASINGS:
         raise ValueError(f"easing must be one of {EASINGS}, got {easing!r}")
 
@@ -204,13 +205,13 @@ def _split_positions(positions: Tensor, segments: int) -> tuple[Tensor, Tensor]:
 
 def _per_segment_easings(easing: str | Sequence[str], segments: int) -> list[str]:
     if isinstance(easing, str):
-        _check_easing(easing)
+        check_easing(easing)
         return [easing] * segments
     easings = list(easing)
     if len(easings) != segments:
         raise ValueError(f"got {len(easings)} easings for {segments} segments; give one per segment or a single one")
     for name in easings:
-        _check_easing(name)
+        check_easing(name)
     return easings
 
 
