@@ -497,7 +497,8 @@ def _scan_local_models(folder: Path | None) -> tuple[list[ModelSpec], list[tuple
         return [], []
     specs: list[ModelSpec] = []
     problems: list[tuple[Path, str]] = []
-    places: dict[str, Path] = {name: root / name for name in builtin_models()}
+    built_in = set(builtin_models())
+    places: dict[str, Path] = {name: root / name for name in built_in}
     for model_folder in sorted(path for path in root.iterdir() if path.is_dir()):
         config_path = model_folder / "config.json"
         if not config_path.is_file():
@@ -511,7 +512,7 @@ def _scan_local_models(folder: Path | None) -> tuple[list[ModelSpec], list[tuple
             problems.append((model_folder, str(error)))
             continue
         if spec.name in places:
-            taken = "a built-in model" if spec.name in builtin_models() else f"the model in {places[spec.name]}"
+            taken = "a built-in model" if spec.name in built_in else f"the model in {places[spec.name]}"
             problems.append((model_folder, f'its config.json names it {spec.name!r}, like {taken}; change "name"'))
             continue
         places[spec.name] = model_folder

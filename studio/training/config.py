@@ -153,10 +153,12 @@ def _number_or_text(value: Any) -> Any:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        try:
-            return float(value) if any(mark in value.lower() for mark in (".", "e", "n", "i")) else int(value)
-        except ValueError:
-            return None
+        for parse in (int, float):  # "30" stays whole; "0.5", "1e3", "nan" are floats
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+        return None
     return value
 
 
