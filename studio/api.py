@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -414,6 +415,7 @@ class Studio:
         preview: bool = False,
         vgg: str = DEFAULT_VGG,
         on_progress: Callable[[int, int], bool | None] | None = None,
+        on_picture: Callable[[int, int, Callable[[], StylizeResult]], None] | None = None,
     ) -> StylizeResult:
         """Paint `content` in the style of `styles` (several are blended by `style_weights`).
 
@@ -423,6 +425,9 @@ class Studio:
         method "adain": feed-forward, real time; strength is alpha (0 = content, 1 = full style); `preview` renders
         a small version for slider drags; `mask` (white = first style, black = second) needs exactly two styles.
         `size` is the output's long side in pixels. `on_progress(done, total)` returning False cancels (`Cancelled`).
+        on_picture(done, total, picture_so_far) (Gatys): after every step; `picture_so_far()` renders the best picture
+        yet as a StylizeResult whose settings count the full-size steps behind it (a few milliseconds: call it only
+        to show or keep the picture).
         """
         style_list = imaging.image_sources(styles)
         strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -436,7 +441,7 @@ class Studio:
             raise ValueError(f"method must be 'gatys' or 'adain', got {method!r}")
         if mask is not None:
             raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
-        from studio.ops.style_transfer import GatysSettings, stylize_gatys
+        from studio.ops.style_transfer import GatysSettings, level_sizes, level_steps, stylize_gatys
 
         steps = _check_whole(steps, "steps", 1, 5000)
         vgg_kind = self.spec(vgg).kind
@@ -458,18 +463,37 @@ class Studio:
             if on_progress is not None and on_progress(step, total) is False:
                 raise Cancelled(f"style transfer cancelled at step {step} of {total}")
 
+        levels = level_sizes(settings.size, settings.scales, min_side=settings.min_level_side)
+        warm_up_steps = sum(level_steps(settings, len(levels))[:-1])  # at coarser sizes, before the full-size steps
+        used = _settings_dict(settings, method="gatys", warm_up_steps=warm_up_steps)
+
+        def picture_at(step: int, total: int, render: Callable[[], Image.Image]) -> None:
+            if on_picture is None:
+                return
+            done = used | {"steps": max(0, step - warm_up_steps), "planned_steps": steps}
+
+            def picture_so_far() -> StylizeResult:
+                return StylizeResult(image=render(), settings=done, seconds=time.perf_counter() - started)
+
+            on_picture(step, total, picture_so_far)
+
         encoder = self.load(vgg)
         with self._lock_for("gram cache"):
             if self._gram_cache is None:
                 from studio.ops.style_transfer import StyleTargetCache
 
                 self._gram_cache = StyleTargetCache()
+        started = time.perf_counter()
         result = stylize_gatys(
-            content=content, styles=style_list, vgg=encoder, settings=settings, on_step=on_step, cache=self._gram_cache
+            content=content,
+            styles=style_list,
+            vgg=encoder,
+            settings=settings,
+            on_step=on_step,
+            on_picture=picture_at,
+            cache=self._gram_cache,
         )
-        return StylizeResult(
-            image=result.image, settings=_settings_dict(settings, method="gatys"), seconds=result.seconds
-        )
+        return StylizeResult(image=result.image, settings=used, seconds=result.seconds)
 
     def _stylize_adain(self, content, styles, weights, strength, preserve_color, size, mask, preview) -> StylizeResult:
         from studio.ops.adain import AdaINSettings

@@ -8,7 +8,8 @@ person sees is a stack trace. Every event has an `api_name`, so `gradio_client` 
 Long jobs report progress through `gr.Progress` and can be stopped: a Stop button both cancels the gradio event
 (`cancels=[...]`) and sets a per-session flag that the studio's `on_progress` callback reads, so the computation
 itself ends instead of running on in a worker thread. A client that cancels through the API (`Job.cancel()`) is
-noticed the same way.
+noticed the same way. A Gatys render shows its picture so far about once a second (the handler is a generator), so
+a stopped one keeps the latest of them, saved with its settings; a stopped walk writes no file and says so.
 
 On Hugging Face ZeroGPU Spaces (when the `spaces` package can be imported) the compute handlers are wrapped in
 `spaces.GPU`; elsewhere they run as they are. Weights that are not cached are fetched when first needed, with a
@@ -18,10 +19,13 @@ progress bar.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
+import inspect
 import logging
 import math
 import os
+import queue
 import re
 import secrets
 import tempfile
@@ -35,7 +39,15 @@ from typing import Any
 import gradio as gr
 from gradio import utils as gradio_utils
 
-from studio.api import ADAIN_MODELS, MAX_SEED, Cancelled, GenerationResult, Studio, read_png_settings
+from studio.api import (
+    ADAIN_MODELS,
+    MAX_SEED,
+    Cancelled,
+    GenerationResult,
+    Studio,
+    StylizeResult,
+    read_png_settings,
+)
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached
 
@@ -48,6 +60,9 @@ DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 MAX_UI_BATCH = 8
 MAX_WALK_FRAMES_UI = 600
+PICTURE_EVERY_SECONDS = 1.0  # how often a Gatys render shows its picture so far
+WALK_STOPPED = "**Stopped.** A stopped walk writes no file: fewer frames make a shorter walk."
+STYLIZE_STOPPED = "**Stopped** before the first picture."
 STYLE_SLOTS = 3
 STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
 DEFAULT_SEED = 7
@@ -111,29 +126,44 @@ def _gpu(duration: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the studio's errors into `gr.Error` with its message; log anything unexpected with its traceback."""
+    """Turn the studio's errors into `gr.Error` with its message; log anything unexpected with its traceback.
+    Works on generator handlers too (they stay generators, so gradio still streams what they yield)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise _as_gradio_error(error, fn) from None
+
+        return generator_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except Cancelled:
-            raise gr.Error("Stopped before the end.", title="Stopped", print_exception=False) from None
-        except USER_ERRORS as error:
-            raise gr.Error(_without_upload_folders(str(error)), print_exception=False) from None
-        except MemoryError:
-            raise gr.Error("Out of memory: lower the size, the batch or the number of frames.") from None
         except Exception as error:
-            if "out of memory" in str(error).lower():
-                raise gr.Error("Out of memory on the device: lower the size, the batch or the frames.") from None
-            log.exception("unexpected error in %s", getattr(fn, "__name__", "handler"))
-            raise gr.Error(
-                f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The server log has the details."
-            ) from None
+            raise _as_gradio_error(error, fn) from None
 
     return wrapper
+
+
+def _as_gradio_error(error: Exception, fn: Callable[..., Any]) -> gr.Error:
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, Cancelled):
+        return gr.Error("Stopped before the end.", title="Stopped", print_exception=False)
+    if isinstance(error, USER_ERRORS):
+        return gr.Error(_without_upload_folders(str(error)), print_exception=False)
+    if isinstance(error, MemoryError):
+        return gr.Error("Out of memory: lower the size, the batch or the number of frames.")
+    if "out of memory" in str(error).lower():
+        return gr.Error("Out of memory on the device: lower the size, the batch or the frames.")
+    log.error("unexpected error in %s", getattr(fn, "__name__", "handler"), exc_info=error)
+    return gr.Error(
+        f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The server log has the details."
+    )
 
 
 def _without_upload_folders(message: str) -> str:
@@ -183,6 +213,11 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
         seeds.append(seed)
     return seeds
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 step', '25 steps'."""
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _megabytes(size: int | None) -> str:
@@ -271,6 +306,49 @@ def _event_still_running() -> bool:
         return True
 
 
+PictureSoFar = Callable[[int, int, Callable[[], StylizeResult]], None]
+
+
+def _showing_pictures(render: Callable[[PictureSoFar], StylizeResult], *, every: float) -> Iterator[StylizeResult]:
+    """Run `render(on_picture)` in a thread and yield the pictures so far that it offers, at most one per `every`
+    seconds, then its result.
+
+    The thread runs in a copy of the caller's context, so gradio's progress bar and `_event_still_running` work
+    there. Errors are raised here. If the consumer stops iterating (gradio cancelled the event), the render is
+    stopped at its next picture.
+    """
+    updates: queue.Queue[tuple[str, Any]] = queue.Queue()
+    abandoned = threading.Event()
+    last_shown = time.perf_counter()
+
+    def on_picture(done: int, total: int, picture_so_far: Callable[[], StylizeResult]) -> None:
+        nonlocal last_shown
+        if abandoned.is_set():
+            raise Cancelled("nobody is waiting for this picture any more")
+        if done < total and time.perf_counter() - last_shown >= every:
+            updates.put(("picture", picture_so_far()))
+            last_shown = time.perf_counter()
+
+    def run() -> None:
+        try:
+            updates.put(("result", render(on_picture)))
+        except BaseException as error:  # handed over to the consumer's thread
+            updates.put(("error", error))
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="studio-render", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = updates.get()
+            if kind == "error":
+                raise value
+            yield value
+            if kind == "result":
+                return
+    finally:
+        abandoned.set()
+
+
 class _Outputs:
     """Files the app writes for downloads and galleries (PNG with settings, videos); oldest pruned."""
 
@@ -288,6 +366,13 @@ class _Outputs:
                 self._root = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="gan-art-studio-"))
             self._root.mkdir(parents=True, exist_ok=True)
             return self._root
+
+    def discard(self, path: Path) -> None:
+        """Delete a file this app wrote that nobody needs any more (a picture so far, once a newer one shows)."""
+        with self._lock:
+            if path in self._written:
+                self._written.remove(path)
+                path.unlink(missing_ok=True)
 
     def path(self, stem: str, suffix: str) -> Path:
         path = self.root / f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
@@ -436,10 +521,12 @@ class StudioUI:
         seed: Any,
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[str, str, str]:
+    ) -> Iterator[tuple[str, str, str]]:
         """Restyle a photo like one to three paintings (Gatys optimisation or AdaIN).
 
-        Returns the picture (a PNG that carries its settings), the same file for download and a summary.
+        Yields the picture (a PNG that carries its settings), the same file for download and a summary: for Gatys
+        first the picture so far about once a second, so that it grows on screen and Stop keeps the latest one,
+        then the finished picture.
         """
         started = time.perf_counter()
         arguments = self._stylize_arguments(
@@ -456,10 +543,22 @@ class StudioUI:
         )
         self._ensure_style_weights(arguments["method"], progress)
         progress(0, desc="Stylizing")
+        shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
         with self._stoppable(request, "stylize", progress, "steps") as on_progress:
-            result = self.studio.stylize(**arguments, on_progress=on_progress)
-        path = self._save_stylized(result, arguments)
-        return path, path, self._stylize_info(result, arguments, time.perf_counter() - started)
+
+            def render(on_picture: PictureSoFar) -> Any:
+                return self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture)
+
+            try:
+                for result in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
+                    path = self._save_stylized(result, arguments)
+                    yield path, path, self._stylize_info(result, arguments, time.perf_counter() - started)
+                    if shown is not None:
+                        self.outputs.discard(Path(shown))
+                    shown = path
+            except Cancelled:
+                if shown is None:  # stopped before the first picture: say so; otherwise that picture stays on show
+                    yield gr.update(), gr.update(), STYLIZE_STOPPED
 
     def stylize_preview(
         self,
@@ -573,12 +672,22 @@ class StudioUI:
             for style, weight in zip(arguments["styles"], weights, strict=True)
         )
         parts = [f"**{arguments['method']}**", f"styles {styles}", f"strength {arguments['strength']:g}"]
+        settings = result.settings
+        planned = settings.get("planned_steps")  # only in a picture so far
         if arguments["method"] == "gatys":
-            parts.append(f"{arguments['steps']} step{'s' * (arguments['steps'] != 1)}")
+            steps, warm_up = settings.get("steps", arguments["steps"]), settings.get("warm_up_steps", 0)
+            if planned is not None and steps == 0:
+                parts.append(f"a first sketch at a smaller size, before {_count(planned, 'step')}")
+            elif planned is not None:
+                parts.append(f"the picture after {steps} of {_count(planned, 'step')}")
+            else:
+                parts.append(_count(steps, "step") + (f" after {warm_up} at smaller sizes" if warm_up else ""))
         if arguments["preserve_color"] != "none":
             parts.append(f"colour kept ({arguments['preserve_color']})")
         parts.append(f"{image.width}×{image.height}")
         parts.append(f"{getattr(result, 'seconds', seconds):.1f} s")
+        if planned is not None:
+            return " · ".join(parts) + "  \nThe PNG holds this picture so far, with its settings."
         return " · ".join(parts) + "  \nThe PNG carries these settings."
 
     def send_to_stylize(self, state: dict | None) -> tuple[Any, Any]:
@@ -633,22 +742,25 @@ class StudioUI:
         out = self.outputs.path(f"walk-{model}-{'-'.join(map(str, keyframes[:6]))}", suffix)
         progress(0, desc="Rendering the walk")
         with self._stoppable(request, "walk", progress, "frames") as on_progress:
-            result = self.studio.walk(
-                model=model,
-                seeds=keyframes,
-                frames=_whole(frames, "frames", 2, MAX_WALK_FRAMES_UI),
-                fps=_number(fps, "fps"),
-                loop=bool(loop),
-                easing=easing,
-                psi=_number(psi, "truncation psi"),
-                class_name=(class_name or None) if spec.is_conditional else None,
-                format=fmt,
-                size=side or None,
-                style=style or None,
-                style_strength=_number(style_strength, "style strength"),
-                out=out,
-                on_progress=on_progress,
-            )
+            try:
+                result = self.studio.walk(
+                    model=model,
+                    seeds=keyframes,
+                    frames=_whole(frames, "frames", 2, MAX_WALK_FRAMES_UI),
+                    fps=_number(fps, "fps"),
+                    loop=bool(loop),
+                    easing=easing,
+                    psi=_number(psi, "truncation psi"),
+                    class_name=(class_name or None) if spec.is_conditional else None,
+                    format=fmt,
+                    size=side or None,
+                    style=style or None,
+                    style_strength=_number(style_strength, "style strength"),
+                    out=out,
+                    on_progress=on_progress,
+                )
+            except Cancelled:
+                return gr.update(), gr.update(), WALK_STOPPED
         summary = (
             f"**{model}** · keyframes {', '.join(map(str, keyframes))} · {result.frames} frames at {result.fps:g} fps "
             f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {fmt.upper()} · "
@@ -663,9 +775,15 @@ class StudioUI:
         is_gif = bool(file) and str(file).lower().endswith(".gif")
         return gr.update(value=file if is_gif else None, visible=is_gif)
 
-    def stop(self, kind: str) -> Callable[..., None]:
-        def stop_job(request: gr.Request = None) -> None:  # type: ignore[assignment]
-            self.stops.stop(_session(request), kind)
+    def stop(self, kind: str, note: str = "") -> Callable[..., Any]:
+        """A Stop button's handler: stops this visitor's running `kind` job; with a `note`, returns it for the job's
+        summary (or no change when nothing was running)."""
+
+        def stop_job(request: gr.Request = None) -> Any:  # type: ignore[assignment]
+            stopped = self.stops.stop(_session(request), kind)
+            if not note:  # a handler without outputs
+                return None
+            return note if stopped else gr.update()
 
         stop_job.__name__ = f"stop_{kind}"
         return stop_job
@@ -1215,7 +1333,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         walk_event.success(
             ui.walk_preview, walk_file, walk_gif, api_name="walk_preview", queue=False, api_visibility="private"
         )
-        walk_stop.click(ui.stop("walk"), None, None, cancels=[walk_event], api_name="stop_walk", queue=False)
+        walk_stop.click(
+            ui.stop("walk", note=WALK_STOPPED),
+            None,
+            walk_info,
+            cancels=[walk_event],
+            api_name="stop_walk",
+            queue=False,
+        )
         walk_model.select(
             ui.class_menu, walk_model, walk_class, api_name="walk_class_menu", queue=False, api_visibility="private"
         )

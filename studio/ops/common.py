@@ -17,6 +17,8 @@ PRESERVE_COLOR_MODES: tuple[str, ...] = ("none", "luminance", "histogram")
 # on_step(step, total, loss) -> None | bool. `step` counts from 1; returning False stops the run early and the
 # result so far is returned (`StylizeResult.stopped_early`). Raising `Cancelled` aborts: it propagates to the caller.
 StepCallback = Callable[[int, int, float], "bool | None"]
+# on_picture(step, total, render): after on_step; render() gives the picture the run would return if it stopped now.
+PictureCallback = Callable[[int, int, Callable[[], Image.Image]], None]
 
 
 class Cancelled(Exception):

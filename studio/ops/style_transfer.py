@@ -39,7 +39,7 @@ import math
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,6 +69,7 @@ from studio.ops.color import (
 )
 from studio.ops.common import (
     Cancelled,
+    PictureCallback,
     PreserveColor,
     StepCallback,
     StylizeResult,
@@ -509,9 +510,9 @@ def _optimise(
     *,
     steps: int,
     settings: GatysSettings,
-    on_eval,
+    on_eval: Callable[[dict[str, float], Callable[[], Tensor]], bool | None],
 ) -> tuple[Tensor, bool]:
-    """Run `steps` evaluations from `picture`.
+    """Run `steps` evaluations from `picture`; after each, `on_eval(loss terms, best picture so far)`.
 
     Returns the evaluated picture with the lowest loss (detached) and whether the callback asked to stop. A non-finite
     loss (L-BFGS without line search can overshoot) ends the level early with the best picture so far.
@@ -539,7 +540,7 @@ def _optimise(
         if parts["loss"] < best["loss"]:
             best["loss"] = parts["loss"]
             best["picture"] = x.detach().clone()
-        if on_eval(parts) is False:
+        if on_eval(parts, lambda: best["picture"]) is False:
             raise _Stop
         return loss
 
@@ -576,12 +577,15 @@ def stylize_gatys(
     settings: GatysSettings = GatysSettings(),
     on_step: StepCallback | None = None,
     cache: StyleTargetCache | None = None,
+    on_picture: PictureCallback | None = None,
 ) -> StylizeResult:
     """Optimise a picture with the content of `content` and the style of `styles` (blended by settings.style_weights).
 
     vgg: a float32 VGG19Features (any preprocessing) on the device to work on; it is not modified.
     on_step(step, total, loss): called after every objective evaluation, `total` counting all levels; return False
     to stop early (the best picture so far is returned) or raise `Cancelled` to abort.
+    on_picture(step, total, render): called after each on_step; `render()` makes the best picture so far into the
+    image this function would return if it stopped now (a few milliseconds, so call it only to show it).
     cache: a StyleTargetCache to reuse style Grams across calls.
     Returns StylizeResult(image (RGB, long side `settings.size`), settings, seconds, history, steps, stopped_early);
     history has one {"step", "size", "loss", "content", "style", "tv"} per evaluation.
@@ -603,6 +607,7 @@ def stylize_gatys(
     sizes = level_sizes(settings.size, settings.scales, min_side=settings.min_level_side)
     plan = level_steps(settings, len(sizes))
     total = sum(plan)
+    content_rgb = pil_to_unit(resize_long_side(inputs.content, settings.size), device=parameter.device)
     history: list[dict[str, float]] = []
     picture: Tensor | None = None
     stopped = False
@@ -623,32 +628,37 @@ def stylize_gatys(
         else:
             picture = F.interpolate(picture, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
 
-        def on_eval(parts: dict[str, float], side: int = side) -> bool | None:
+        def on_eval(parts: dict[str, float], best: Callable[[], Tensor], side: int = side) -> bool | None:
             history.append({"step": float(len(history) + 1), "size": float(side), **parts})
-            if on_step is not None:
-                return on_step(len(history), total, parts["loss"])
-            return None
+            answer = None if on_step is None else on_step(len(history), total, parts["loss"])
+            if on_picture is not None and answer is not False:
+                on_picture(len(history), total, lambda: _finished_image(best(), content_rgb, settings))
+            return answer
 
         picture, stopped = _optimise(picture, objective, steps=steps, settings=settings, on_eval=on_eval)
         if stopped:
             break
 
     assert picture is not None
-    content_rgb = pil_to_unit(resize_long_side(inputs.content, settings.size), device=picture.device)
-    final = picture.clamp(0, 1)
-    if final.shape[-2:] != content_rgb.shape[-2:]:  # stopped during a coarse level
-        final = F.interpolate(final, size=content_rgb.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-    if settings.preserve_color == "luminance":
-        final = transfer_luminance(final, content_rgb)
-    image = unit_to_pil(final)[0]
     return StylizeResult(
-        image=image,
+        image=_finished_image(picture, content_rgb, settings),
         settings=settings,
         seconds=time.perf_counter() - started,
         history=tuple(history),
         steps=len(history),
         stopped_early=stopped,
     )
+
+
+def _finished_image(picture: Tensor, content_rgb: Tensor, settings: GatysSettings) -> Image.Image:
+    """The optimised picture as the user sees it: at full size (a coarse level's is enlarged), in [0, 1], with the
+    content's colours put back when they are to be kept."""
+    final = picture.clamp(0, 1)
+    if final.shape[-2:] != content_rgb.shape[-2:]:  # a coarse level's picture
+        final = F.interpolate(final, size=content_rgb.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+    if settings.preserve_color == "luminance":
+        final = transfer_luminance(final, content_rgb)
+    return unit_to_pil(final)[0]
 
 
 def evaluate_gatys_loss(

@@ -386,6 +386,22 @@ def test_cancelling_a_walk_stops_the_render(client: Client) -> None:
     assert _walk(client, frames=4)[2]  # the server (and the walk's concurrency slot) is free again
 
 
+def test_the_stop_button_ends_a_walk_with_a_note_instead_of_an_error(client: Client) -> None:
+    from studio.ui import WALK_STOPPED
+
+    assert client.predict(api_name="/stop_walk") == {"__type__": "update"}  # nothing running: nothing changes
+    job = client.submit(
+        "omniart-eyes", "5, 6", 600, 24, True, "spline", "mp4", 1.0, "blue", "512", None, 1.0, api_name="/walk"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(unit.length for unit in (job.status().progress_data or [])):
+        time.sleep(0.05)
+    endings = len(STUDIO.endings)
+    assert client.predict(api_name="/stop_walk") == WALK_STOPPED  # the same visitor (session) as the walk
+    video, file, summary = job.result(timeout=30)
+    assert summary == WALK_STOPPED and STUDIO.endings[endings:] == [("walk", "Cancelled")]
+
+
 # --- Stylize --------------------------------------------------------------------------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "studio" / "assets" / "examples"
@@ -416,6 +432,34 @@ def test_stylize_gatys_returns_a_png_with_its_settings(client: Client) -> None:
     assert "gatys" in summary and "64×43" in summary
     photo = np.asarray(Image.open(PHOTO).convert("RGB").resize((64, 43)), dtype=np.int16)
     assert np.abs(_pixels(image) - photo).mean() > 1  # four steps from the photo already move it
+
+
+def test_stylize_gatys_shows_its_pictures_so_far_then_the_finished_one(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("studio.ui.PICTURE_EVERY_SECONDS", 0.0)  # a picture after every step but the last
+    outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
+    before = set(outputs.glob("stylized-*.png"))
+    job = client.submit(
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.8, "none", 64, 6, None, 0,
+        api_name="/stylize",
+    )  # fmt: skip
+    finished = job.result(timeout=120)
+    shown = job.outputs()
+    assert len(shown) == 6 and shown[-1] == finished
+    for step, (image, _download, summary) in enumerate(shown[:-1], start=1):
+        assert f"the picture after {step} of 6 steps" in summary and "picture so far" in summary
+        with Image.open(image) as picture:
+            settings = json.loads(picture.text["gan-art-studio:stylize"])
+            assert picture.size == (64, 43)
+        assert settings["steps"] == step and settings["planned_steps"] == 6
+    image, download, summary = finished
+    assert "6 steps" in summary and "the picture after" not in summary
+    settings = json.loads(Image.open(image).text["gan-art-studio:stylize"])
+    assert settings["steps"] == 6 and "planned_steps" not in settings
+    # the finished picture moved on from the first picture so far; of the PNGs written, only the finished one stays
+    assert np.abs(_pixels(image) - _pixels(shown[0][0])).mean() > 0.5
+    assert [path.name for path in set(outputs.glob("stylized-*.png")) - before] == [Path(image).name]
 
 
 def test_stylize_adain_offline_says_how_to_get_the_weights(client: Client) -> None:
@@ -559,7 +603,10 @@ def test_eight_clients_at_once_all_get_right_answers(app_url: str, client: Clien
     print(f"8 concurrent requests: {elapsed:.1f} s, RSS +{grown / 2**20:.0f} MB")
 
 
-def test_cancelling_a_style_transfer_stops_the_optimisation(client: Client) -> None:
+def test_cancelling_a_style_transfer_stops_the_optimisation_and_keeps_the_picture_so_far(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("studio.ui.PICTURE_EVERY_SECONDS", 0.0)
     job = client.submit(
         handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.8, "none", 256, 1000, None, 0,
         api_name="/stylize",
@@ -570,6 +617,8 @@ def test_cancelling_a_style_transfer_stops_the_optimisation(client: Client) -> N
     ):  # fmt: skip
         time.sleep(0.05)
     assert any(unit.length for unit in (job.status().progress_data or [])), "the optimisation never started"
+    while time.monotonic() < deadline and not job.outputs():
+        time.sleep(0.05)
     endings = len(STUDIO.endings)
     job.cancel()
     # 1000 steps at 256 px take minutes here: ending within seconds, by `Cancelled`, means the stop reached the loop
@@ -577,8 +626,34 @@ def test_cancelling_a_style_transfer_stops_the_optimisation(client: Client) -> N
     while len(STUDIO.endings) == endings and time.monotonic() < deadline:
         time.sleep(0.05)
     assert STUDIO.endings[endings:] == [("stylize", "Cancelled")]
+    # what was on show stays: the latest picture so far, a PNG that says how far it got
+    image, _, summary = job.outputs()[-1]
+    settings = json.loads(Image.open(image).text["gan-art-studio:stylize"])
+    assert 1 <= settings["steps"] < 1000 and settings["planned_steps"] == 1000
+    assert f"the picture after {settings['steps']} of 1000 steps" in summary
+    kept = [  # the server keeps that one (or one a step later, shown as the cancel arrived), not the earlier ones
+        json.loads(Image.open(path).text["gan-art-studio:stylize"])
+        for path in Path(os.environ["STUDIO_OUTPUT_DIR"]).glob("stylized-gatys-*.png")
+    ]
+    assert [found["steps"] - settings["steps"] for found in kept if found.get("planned_steps") == 1000] in ([0], [1])
     image, _, _ = _stylize(client, size=64, steps=2)  # and the next one runs
     assert Image.open(image).size == (64, 43)
+
+
+def test_the_stop_button_keeps_the_picture_so_far(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("studio.ui.PICTURE_EVERY_SECONDS", 0.0)
+    job = client.submit(
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.8, "none", 128, 1000, None, 0,
+        api_name="/stylize",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(job.outputs()) < 2:
+        time.sleep(0.05)
+    client.predict(api_name="/stop_stylize")
+    image, download, summary = job.result(timeout=30)  # no error: the run ends on its latest picture
+    settings = json.loads(Image.open(image).text["gan-art-studio:stylize"])
+    assert 2 <= settings["steps"] < 1000 and f"the picture after {settings['steps']} of 1000 steps" in summary
+    assert Path(download).read_bytes() == Path(image).read_bytes()
 
 
 # --- AdaIN through the app (seeded random weights dropped into a weights folder: the real ones need the network) ----
@@ -647,3 +722,68 @@ def test_walk_styled_frame_by_frame(adain_client: Client) -> None:
     styled, _ = _decode(_walk(adain_client, frames=4, style=PAINTING, strength=1.0)[0])
     assert len(styled) == 4 and styled[0].shape == plain[0].shape
     assert np.abs(styled[0] - plain[0]).mean() > 5
+
+
+# --- Handler plumbing -----------------------------------------------------------------------------------------------
+
+
+def test_generator_handlers_keep_streaming_and_get_friendly_errors() -> None:
+    import inspect
+
+    import gradio as gr
+
+    from studio.ui import _friendly_errors
+
+    def pictures():
+        yield "first"
+        raise ValueError("the style picture is 1 px wide; use one at least 16 px on each side")
+
+    wrapped = _friendly_errors(pictures)
+    assert inspect.isgeneratorfunction(wrapped)  # gradio streams only generator functions
+    stream = wrapped()
+    assert next(stream) == "first"
+    with pytest.raises(gr.Error, match="at least 16 px"):
+        next(stream)
+
+
+def test_pictures_so_far_come_from_a_worker_and_its_errors_reach_the_caller() -> None:
+    import threading
+
+    from studio.api import Cancelled, StylizeResult
+    from studio.ui import _showing_pictures
+
+    def result(step: int) -> StylizeResult:
+        return StylizeResult(image=Image.new("RGB", (4, 4)), settings={"steps": step}, seconds=0.0)
+
+    def render(on_picture) -> StylizeResult:
+        for step in range(1, 4):
+            on_picture(step, 3, lambda step=step: result(step))  # the last step is the result, not a picture so far
+        return result(3)
+
+    assert [shown.settings["steps"] for shown in _showing_pictures(render, every=0.0)] == [1, 2, 3]
+
+    def failing(on_picture) -> StylizeResult:
+        raise ValueError("unreadable content image")
+
+    with pytest.raises(ValueError, match="unreadable"):
+        list(_showing_pictures(failing, every=0.0))
+
+    ended = threading.Event()
+    endings: list[str] = []
+
+    def endless(on_picture) -> StylizeResult:
+        try:
+            step = 0
+            while True:
+                step += 1
+                on_picture(step, 10**9, lambda step=step: result(step))
+        except Cancelled:
+            endings.append("cancelled")
+            raise
+        finally:
+            ended.set()
+
+    stream = _showing_pictures(endless, every=0.0)
+    assert next(stream).settings["steps"] == 1
+    stream.close()  # gradio stops reading when the event is cancelled: the render ends at its next picture
+    assert ended.wait(10) and endings == ["cancelled"]

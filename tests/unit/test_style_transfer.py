@@ -279,6 +279,49 @@ def test_callback_stops_and_cancels(vgg) -> None:
         stylize_gatys(content=CONTENT, styles=[STYLE], vgg=vgg, settings=TINY, on_step=cancel)
 
 
+def test_pictures_so_far_are_what_a_shorter_or_stopped_run_returns(vgg) -> None:
+    pictures: dict[int, Image.Image] = {}
+
+    def keep(step: int, total: int, render) -> None:
+        assert total == TINY.steps
+        pictures[step] = render()
+
+    full = stylize_gatys(content=CONTENT, styles=[STYLE], vgg=vgg, settings=TINY, on_picture=keep)
+    assert sorted(pictures) == list(range(1, TINY.steps + 1))
+    assert np.array_equal(np.asarray(pictures[TINY.steps]), np.asarray(full.image))
+    shorter = stylize_gatys(content=CONTENT, styles=[STYLE], vgg=vgg, settings=replace(TINY, steps=3))
+    assert np.array_equal(np.asarray(pictures[3]), np.asarray(shorter.image))
+    assert not np.array_equal(np.asarray(pictures[3]), np.asarray(full.image))
+
+    # kept colours are put back in the pictures so far too; a stop that asks for no more gets no picture
+    luminance = replace(TINY, preserve_color="luminance")
+    seen: list[int] = []
+    stopped = stylize_gatys(
+        content=CONTENT,
+        styles=[STYLE],
+        vgg=vgg,
+        settings=luminance,
+        on_step=lambda step, total, loss: step < 4,
+        on_picture=lambda step, total, render: (seen.append(step), pictures.__setitem__(step, render())),
+    )
+    assert seen == [1, 2, 3] and stopped.steps == 4
+    three_steps = stylize_gatys(content=CONTENT, styles=[STYLE], vgg=vgg, settings=replace(luminance, steps=3))
+    assert np.array_equal(np.asarray(pictures[3]), np.asarray(three_steps.image))
+
+
+def test_pictures_so_far_have_the_output_size_during_a_coarse_level(vgg) -> None:
+    settings = replace(TINY, size=96, steps=2, scales=2, coarse_steps=2, min_level_side=48)
+    sizes: list[tuple[int, tuple[int, int]]] = []
+    stylize_gatys(
+        content=CONTENT,
+        styles=[STYLE],
+        vgg=vgg,
+        settings=settings,
+        on_picture=lambda step, total, render: sizes.append((step, render().size)),
+    )
+    assert sizes == [(step, (96, 80)) for step in range(1, 5)]
+
+
 def test_adam_runs_and_lowers_the_loss(vgg) -> None:
     settings = GatysSettings(size=48, steps=10, optimizer="adam", learning_rate=0.05, style_layers=TINY.style_layers)
     result = stylize_gatys(content=CONTENT, styles=[STYLE], vgg=vgg, settings=settings)
