@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studio.registry import DEFAULT_GENERATOR
+
+if TYPE_CHECKING:
+    from studio.api import StylizeResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,21 +260,36 @@ def _stylize(args: argparse.Namespace) -> int:
     out = _output_file(
         args.out, suffixes=(".png", ".jpg", ".jpeg", ".webp", ""), inputs=[args.content, *args.style, args.mask]
     )
-    with _ProgressBar(unit="step", desc=args.method, disable=args.method == "adain") as on_progress:
-        result = Studio().stylize(
-            content=args.content,
-            styles=args.style,
-            style_weights=args.weights,
-            method=args.method,
-            strength=args.strength,
-            preserve_color=args.preserve_color,
-            size=args.size,
-            steps=args.steps,
-            mask=args.mask,
-            seed=args.seed,
-            vgg=args.vgg,
-            on_progress=on_progress,
-        )
+    latest: list[Callable[[], StylizeResult]] = []  # the Gatys picture so far, rendered only if Ctrl-C comes
+
+    def keep_latest(done: int, total: int, picture_so_far: Callable[[], StylizeResult]) -> None:
+        latest[:] = [picture_so_far]
+
+    try:
+        with _ProgressBar(unit="step", desc=args.method, disable=args.method == "adain") as on_progress:
+            result = Studio().stylize(
+                content=args.content,
+                styles=args.style,
+                style_weights=args.weights,
+                method=args.method,
+                strength=args.strength,
+                preserve_color=args.preserve_color,
+                size=args.size,
+                steps=args.steps,
+                mask=args.mask,
+                seed=args.seed,
+                vgg=args.vgg,
+                on_progress=on_progress,
+                on_picture=keep_latest,
+            )
+    except KeyboardInterrupt:
+        if not latest:
+            raise
+        so_far = latest[0]()
+        so_far.save(_make_folder(out))
+        steps, planned = so_far.settings["steps"], so_far.settings["planned_steps"]
+        print(f"interrupted: {out} holds the picture after {steps} of {planned} steps", file=sys.stderr)
+        return 130
     result.save(_make_folder(out))
     print(f"{out}: {result.image.size[0]}x{result.image.size[1]} in {result.seconds:.1f} s")
     return 0

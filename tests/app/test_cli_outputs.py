@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,36 @@ def test_generate_separate_saves_a_single_image_too(tmp_path: Path) -> None:
     assert main(["generate", "--seed", "7", "--separate", "--out", str(out)]) == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["eyes-7.png", "eyes.png"]
     assert Image.open(tmp_path / "eyes-7.png").tobytes() == Image.open(out).tobytes()
+
+
+def test_ctrl_c_during_gatys_saves_the_picture_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from studio import cli
+
+    def interrupt_at_step_4(bar: cli._ProgressBar, done: int, total: int | None) -> None:
+        if done == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._ProgressBar, "__call__", interrupt_at_step_4)
+    content, style = _photo(tmp_path / "photo.png"), _photo(tmp_path / "style.png")
+    out = tmp_path / "kept" / "stylized.png"
+    arguments = _stylize(content, style, out)
+    arguments[arguments.index("--steps") + 1] = "300"
+    assert main(arguments) == 130
+    assert f"interrupted: {out} holds the picture after 3 of 300 steps" in capsys.readouterr().err
+    settings = json.loads(Image.open(out).text["gan-art-studio:stylize"])
+    assert settings["steps"] == 3 and settings["planned_steps"] == 300 and Image.open(out).size == (32, 21)
+
+
+def test_ctrl_c_before_any_step_saves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio import cli
+
+    def interrupt(bar: cli._ProgressBar, done: int, total: int | None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._ProgressBar, "__call__", interrupt)
+    content, style = _photo(tmp_path / "photo.png"), _photo(tmp_path / "style.png")
+    out = tmp_path / "kept" / "stylized.png"
+    assert main(_stylize(content, style, out)) == 130
+    assert not out.parent.exists()
