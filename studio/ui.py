@@ -987,7 +987,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 with gr.Accordion("Latent directions", open=True):
                     gr.Markdown(
                         "Principal directions of the generator's latent space (GANSpace), strongest first. "
-                        "The pictures update when you let go of a slider.",
+                        "The pictures follow a slider as it moves (mouse or arrow keys).",
                         elem_classes="studio-info",
                     )
                     with gr.Row():
@@ -1240,10 +1240,10 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             "the first PNG and the first seed.",
         )
         generate_on(dice.click(ui.random_seed, None, seed, api_name="random_seed", queue=False).then, "generate_dice")
-        for index, slider in enumerate((psi, *directions)):
-            generate_on(
-                slider.release, f"generate_preview_{index}", trigger_mode="always_last", show_progress="minimal"
-            )
+        # One listener for all the sliders, so that its "always_last" also orders renders across them: two listeners
+        # could run at once and the older picture could land last.
+        slider_moves = functools.partial(gr.on, [slider.input for slider in (psi, *directions)])
+        generate_on(slider_moves, "generate_preview", trigger_mode="always_last", show_progress="minimal")
         reset = reset_directions.click(
             lambda: [0.0] * DIRECTION_SLIDERS,
             None,
@@ -1386,23 +1386,12 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             ui.stop("stylize"), None, None, cancels=[stylize_event], api_name="stop_stylize", queue=False
         )
         preview_fn = _gpu(30)(_friendly_errors(ui.stylize_preview))
-        for index, slider in enumerate((strength, *style_weights)):
-            slider.release(
-                preview_fn,
-                stylize_inputs,
-                [stylized, stylize_info],
-                api_name=f"stylize_preview_{index}",
-                api_visibility="undocumented",
-                trigger_mode="always_last",
-                show_progress="minimal",
-                concurrency_id="stylize-preview",
-                concurrency_limit=CONCURRENCY["stylize-preview"],
-            )
-        preserve_color.input(
+        gr.on(
+            [control.input for control in (strength, *style_weights, preserve_color)],
             preview_fn,
             stylize_inputs,
             [stylized, stylize_info],
-            api_name="stylize_preview_colour",
+            api_name="stylize_preview",
             api_visibility="undocumented",
             trigger_mode="always_last",
             show_progress="minimal",

@@ -473,7 +473,7 @@ def test_stylize_adain_offline_says_how_to_get_the_weights(client: Client) -> No
 def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -> None:
     image, note = client.predict(
         handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 4, None, 0,
-        api_name="/stylize_preview_0",
+        api_name="/stylize_preview",
     )  # fmt: skip
     assert image == {"__type__": "update"}  # the picture on show stays as it is
     assert "AdaIN" in note and "weights fetch adain-encoder adain-decoder" in note
@@ -710,7 +710,7 @@ def test_adain_blends_two_styles_through_a_mask(adain_client: Client, tmp_path: 
 def test_adain_preview_renders_while_sliders_move(adain_client: Client) -> None:
     image, note = adain_client.predict(
         handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 512, 100, None, 0,
-        api_name="/stylize_preview_0",
+        api_name="/stylize_preview",
     )  # fmt: skip
     with Image.open(image) as picture:
         assert max(picture.size) < 512  # a small, fast render whatever the size asked for the full one

@@ -94,7 +94,12 @@ def test_moving_the_truncation_slider_rerenders(page) -> None:
         " return img && img.getAttribute('src') !== before; }",
         arg=before,
     )
-    page.wait_for_function("() => /ψ 0\\.[0-9]/.test(document.querySelector('#generate-info')?.innerText)")
+    # the pictures follow the slider as it moves: the last render is the one for where it stopped
+    page.wait_for_function(
+        "() => { const m = /ψ ([0-9.]+)/.exec(document.querySelector('#generate-info')?.innerText || '');"
+        " return m && Number(m[1]) >= 0.2 && Number(m[1]) <= 0.4; }"
+    )
+    page.wait_for_timeout(1500)  # nothing renders after that
     psi = float(re.search(r"ψ ([0-9.]+)", _summary(page)).group(1))
     assert 0.2 <= psi <= 0.4
     assert "seeds 123" in _summary(page)  # same seeds, new truncation
@@ -108,6 +113,16 @@ def test_moving_a_direction_slider_rerenders(page) -> None:
         "(before) => document.querySelector('#generate-gallery img')?.getAttribute('src') !== before", arg=before
     )
     page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('directions 1:')")
+    _assert_no_error_toast(page)
+
+
+def test_arrow_keys_on_a_slider_rerender(page) -> None:
+    before = _first_image_src(page)
+    page.locator("#direction-2 input[type=range]").focus()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")  # 0 -> -0.5 in steps of 0.25
+    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('2: -0.5')")
+    assert _first_image_src(page) != before
     _assert_no_error_toast(page)
 
 
