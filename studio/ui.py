@@ -445,13 +445,29 @@ class StudioUI:
         """The class menu and what the model is."""
         return self.class_menu(name), self.model_summary(self.studio.spec(name))
 
-    def select_model(self, name: str, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
-        """Load a generator, fetching its weights with a progress bar if needed; returns its summary."""
-        spec = self.studio.spec(name)
-        if spec.kind != "generator":
-            raise ValueError(f"{name} is a {spec.kind}, not an image generator")
-        self.ensure_weights(name, progress)
-        return self.model_summary(spec)
+    def select_model(
+        self,
+        name: str,
+        state: dict | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, Any, str]:
+        """Load a generator, fetching its weights with a progress bar if needed: (model, class menu, summary).
+
+        When it cannot be loaded (no network, damaged weights) a warning says why and the menus go back to the
+        model and class of the pictures on show, so that the page keeps working with them.
+        """
+        try:
+            spec = self._generator_spec(name)
+            self.ensure_weights(name, progress)
+        except USER_ERRORS as error:
+            previous = (state or {}).get("model")
+            if not previous or previous == name:
+                raise
+            gr.Warning(_without_upload_folders(str(error)), title=f"{name} could not be loaded")
+            classes = list(self.studio.spec(previous).classes)
+            class_menu = gr.update(visible=bool(classes), choices=classes, value=state.get("class_name"))
+            return previous, class_menu, self.model_summary(self.studio.spec(previous))
+        return gr.update(), gr.update(), self.model_summary(spec)
 
     def generate(
         self,
@@ -473,9 +489,8 @@ class StudioUI:
         first seed, and the per-session state (paths and seeds) that later buttons use.
         """
         started = time.perf_counter()
+        self._generator_spec(model)
         spec = self.ensure_weights(model, progress)
-        if spec.kind != "generator":
-            raise ValueError(f"{model} is a {spec.kind}, not an image generator")
         start = _seed_or_random(seed)
         count = _whole(batch, "batch", 1, MAX_UI_BATCH)
         amounts = (direction_1, direction_2, direction_3, direction_4, direction_5)
@@ -492,8 +507,44 @@ class StudioUI:
         paths = self._save_generation(result)
         gallery = [(str(path), f"seed {seed_}") for path, seed_ in zip(paths, result.seeds, strict=True)]
         info = self._generation_info(result, time.perf_counter() - started)
-        state = {"paths": [str(path) for path in paths], "seeds": list(result.seeds), "selected": 0}
+        state = {
+            "paths": [str(path) for path in paths],
+            "seeds": list(result.seeds),
+            "selected": 0,
+            "model": model,  # what a failed model switch goes back to
+            "class_name": result.settings.class_name,
+        }
         return gallery, info, str(paths[0]), start, state
+
+    def check_generate_inputs(
+        self, model: str, seed: Any, batch: Any, psi: Any, class_name: str | None, *directions: Any
+    ) -> list[dict[str, Any]]:
+        """Runs before `generate` (gradio's validator): a value it would refuse is marked on its own control, and
+        the pictures on show stay, instead of an error covering the gallery and the seed box."""
+        checks = [
+            lambda: self._generator_spec(model),
+            lambda: _seed_or_random(seed),
+            lambda: _whole(batch, "batch", 1, MAX_UI_BATCH),
+            lambda: _number(psi, "truncation psi"),
+            *(lambda amount=amount, index=index: _number(amount, f"direction {index}") for index, amount in
+              enumerate(directions, start=1)),
+        ]  # fmt: skip
+        verdicts = []
+        for index, check in enumerate(checks):
+            try:
+                check()
+                verdicts.append(gr.validate(True, ""))
+            except ValueError as error:
+                verdicts.append(gr.validate(False, str(error)))
+            if index == 3:
+                verdicts.append(gr.validate(True, ""))  # the class: checked with the model, by `generate`
+        return verdicts
+
+    def _generator_spec(self, name: str) -> ModelSpec:
+        for spec in self.studio.models(kind="generator"):
+            if spec.name == name:
+                return spec
+        raise ValueError(f"no generator named {name!r}: pick one from the menu (the Models tab lists every model)")
 
     @staticmethod
     def keyframe_choices(state: dict | None) -> Any:
@@ -930,7 +981,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
-                        model = gr.Dropdown(generators, value=default_model, label="Model", interactive=True)
+                        model = gr.Dropdown(
+                            generators,
+                            value=default_model,
+                            label="Model",
+                            interactive=True,
+                            # the studio checks the name (gradio's own check would fail API calls with a bare 400)
+                            allow_custom_value=True,
+                        )
                         model_info = gr.Markdown(
                             ui.model_summary(default_spec), label="About the model", elem_classes="studio-info"
                         )
@@ -1220,7 +1278,13 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         def generate_on(listener: Callable[..., Any], api_name: str, **options: Any) -> Any:
             options.setdefault("api_visibility", "undocumented")
             return listener(
-                generate_fn, generate_inputs, generate_outputs, api_name=api_name, **common, **options
+                generate_fn,
+                generate_inputs,
+                generate_outputs,
+                api_name=api_name,
+                validator=ui.check_generate_inputs,
+                **common,
+                **options,
             ).success(
                 ui.keyframe_choices,
                 generate_state,
@@ -1263,8 +1327,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         )
         chosen = described.then(
             _friendly_errors(ui.select_model),
-            model,
-            model_info,
+            [model, generate_state],
+            [model, class_name, model_info],
             api_name="select_model",
             concurrency_id="weights",
             concurrency_limit=CONCURRENCY["weights"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import time
 import zlib
@@ -19,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
 from PIL import Image, PngImagePlugin
 
 from studio.api import METADATA_KEY, Studio, read_png_settings
@@ -168,42 +169,65 @@ def test_fetch_verifies_an_offline_model(client: Client) -> None:
     assert "omniart-eyes" in message and "dd486abbd738bfe3" in message  # the pinned sha256
 
 
-def test_uncached_hub_model_gives_a_clear_message(client: Client) -> None:
+def test_uncached_hub_model_gives_a_clear_message(app_url: str) -> None:
+    visitor = Client(app_url, verbose=False, analytics_enabled=False)  # no pictures on show to go back to
     for endpoint, args in (
         ("/select_model", ("wikiart-cubism",)),
         ("/generate", ("wikiart-cubism", 1, 1, 1.0, None, 0, 0, 0, 0, 0)),
         ("/fetch_weights", ("fastgan-painting",)),
     ):
         with pytest.raises(AppError) as caught:
-            client.predict(*args, api_name=endpoint)
+            visitor.predict(*args, api_name=endpoint)
         message = str(caught.value)
         assert "not cached" in message and "python -m studio weights fetch" in message, (endpoint, message)
         assert "Traceback" not in message
+
+
+def test_a_model_that_cannot_load_gives_way_to_the_one_on_show(app_url: str) -> None:
+    visitor = Client(app_url, verbose=False, analytics_enabled=False)  # its own session: its own pictures on show
+    _generate(visitor, seed=3, class_name="green")
+    model, class_menu, summary = visitor.predict("wikiart-cubism", api_name="/select_model")
+    assert model == "omniart-eyes" and class_menu["value"] == "green" and ["green", "green"] in class_menu["choices"]
+    assert "Painted eyes" in summary  # the summary of the model the menu went back to
+    model, class_menu, summary = visitor.predict("omniart-eyes", api_name="/select_model")
+    assert class_menu == {"__type__": "update"} and model == {"__type__": "update"} and "Painted eyes" in summary
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("arguments", "expected"),
-    [
-        ({"seed": 1.5}, "seed must be a whole number"),
-        ({"seed": -1}, "seed"),
-        ({"batch": 2.5}, "batch must be a whole number"),
-        ({"class_name": "purple"}, "no class 'purple'"),
-        ({"model": "no-such-model"}, "not in the list of choices"),
+    ("arguments", "refusal", "expected"),
+    [  # ValidationError: the check before the render, which the page shows on the control itself
+        ({"seed": 1.5}, ValidationError, "- seed: seed must be a whole number"),
+        ({"seed": -1}, ValidationError, "- seed: seed must be a whole number from 0 to 4294967295, got -1"),
+        ({"batch": 2.5}, ValidationError, "- batch: batch must be a whole number"),
+        ({"class_name": "purple"}, AppError, "no class 'purple'"),
+        ({"model": "no-such-model"}, ValidationError, "- model: no generator named 'no-such-model': pick one"),
+        ({"model": "vgg19-caffe"}, ValidationError, "- model: no generator named 'vgg19-caffe'"),
     ],
 )
-def test_bad_generate_input_gives_a_message(client: Client, arguments: dict, expected: str) -> None:
-    with pytest.raises(AppError, match=expected):
+def test_bad_generate_input_gives_a_message(
+    client: Client, arguments: dict, refusal: type[Exception], expected: str
+) -> None:
+    with pytest.raises(refusal, match=re.escape(expected)):
         _generate(client, **arguments)
 
 
 def call_raw(app_url: str, api_name: str, body: str) -> tuple[str, dict]:
-    """POST a hand-written JSON body (gradio_client refuses to send NaN) and read the event stream's outcome."""
+    """POST a hand-written JSON body (gradio_client refuses to send NaN) and read the event stream's outcome:
+    ("complete", data), ("error", {"error": message}), or ("refused", {"error": message}) when the checks before
+    the queue refused it (HTTP 422 lists a message per argument; 400 is gradio's own range check)."""
     started = httpx.post(
         f"{app_url}gradio_api/call/{api_name}", content=body, headers={"content-type": "application/json"}
     )
+    if started.status_code in (400, 422):
+        detail = started.json()["detail"]
+        if isinstance(detail, list):
+            detail = "; ".join(
+                f"{item['parameter_name']}: {item['message']}" for item in detail if not item["is_valid"]
+            )
+        return "refused", {"error": str(detail)}
     started.raise_for_status()
     event_id = started.json()["event_id"]
     kind = ""
@@ -219,17 +243,17 @@ def call_raw(app_url: str, api_name: str, body: str) -> tuple[str, dict]:
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ('"omniart-eyes", 5, 1, NaN, "blue", 0, 0, 0, 0, 0', "psi must be a finite number"),
+        ('"omniart-eyes", 5, 1, NaN, "blue", 0, 0, 0, 0, 0', "psi: truncation psi must be a finite number"),
         ('"omniart-eyes", 5, 1, Infinity, "blue", 0, 0, 0, 0, 0', "greater than maximum value 1.5"),
         ('"omniart-eyes", 5, 1, 1.0, "blue", 0, -Infinity, 0, 0, 0', "less than minimum value -5"),
-        ('"omniart-eyes", NaN, 1, 1.0, "blue", 0, 0, 0, 0, 0', "seed must be a finite number"),
-        ('"omniart-eyes", 5, NaN, 1.0, "blue", 0, 0, 0, 0, 0', "batch must be a finite number"),
-        ('"omniart-eyes", 5, 1, 1.0, "blue", NaN, 0, 0, 0, 0', "direction 1 must be a finite number"),
+        ('"omniart-eyes", NaN, 1, 1.0, "blue", 0, 0, 0, 0, 0', "seed: seed must be a finite number"),
+        ('"omniart-eyes", 5, NaN, 1.0, "blue", 0, 0, 0, 0, 0', "batch: batch must be a finite number"),
+        ('"omniart-eyes", 5, 1, 1.0, "blue", NaN, 0, 0, 0, 0', "direction_1: direction 1 must be a finite number"),
     ],
 )
 def test_nan_and_infinity_sliders_give_a_message(app_url: str, values: str, expected: str) -> None:
     kind, payload = call_raw(app_url, "generate", f'{{"data": [{values}]}}')
-    assert kind == "error" and expected in payload["error"], payload
+    assert kind == "refused" and expected in payload["error"], payload
     assert (
         call_raw(app_url, "generate", '{"data": ["omniart-eyes", 5, 1, 1.0, "blue", 0, 0, 0, 0, 0]}')[0] == "complete"
     )
