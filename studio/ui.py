@@ -86,6 +86,31 @@ CSS = """
 .studio-info { min-height: 1.5em; }
 #models-table, #models-table * { font-family: var(--font) !important; }
 footer { opacity: 0.7; }
+/* gradio's gallery cells are at least 100 px wide: four of them overflow a phone's screen */
+@media (max-width: 600px) {
+  #generate-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(88px, 1fr)) !important; }
+}
+"""
+
+
+# Runs once in the page. gradio's "once" trigger mode lets a second click through while the first is still being
+# submitted, so a double click ran a style transfer or a walk twice: a click on those buttons within a second of the
+# last one is dropped before gradio sees it.
+IGNORE_DOUBLE_CLICKS_JS = """
+() => {
+  const lastClick = new Map();
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest && event.target.closest("#stylize-button, #walk-button");
+    if (!button) return;
+    const now = Date.now();
+    if (now - (lastClick.get(button.id) || 0) < 1000) {
+      event.stopImmediatePropagation();
+      event.preventDefault();
+      return;
+    }
+    lastClick.set(button.id, now);
+  }, true);
+}
 """
 
 
@@ -102,7 +127,13 @@ def launch_options() -> dict[str, Any]:
         font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"],
         font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
     )
-    return {"theme": theme, "css": CSS, "allowed_paths": [str(EXAMPLES)], "footer_links": ["api", "settings"]}
+    return {
+        "theme": theme,
+        "css": CSS,
+        "js": IGNORE_DOUBLE_CLICKS_JS,
+        "allowed_paths": [str(EXAMPLES)],
+        "footer_links": ["api", "settings"],
+    }
 
 
 # --- small helpers ------------------------------------------------------------------------------------------------
@@ -778,10 +809,12 @@ class StudioUI:
         style_strength: Any,
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[str | None, str, str]:
+    ) -> Iterator[tuple[Any, Any, str]]:
         """Render a latent walk through the keyframe seeds ("3, 14, 15").
 
-        Returns the video for the player (None for GIF and PNG zip), the file to download and a summary.
+        Yields, once, the video for the player (None for GIF and PNG zip), the file to download and a summary.
+        A generator although it yields once: when gradio cancels a plain function's event (Stop) after an earlier
+        run of it finished, the page puts a bare "Error" on its outputs; a generator's cancel leaves them be.
         """
         spec = self.ensure_weights(model, progress)
         keyframes = parse_seeds(seeds)
@@ -811,20 +844,25 @@ class StudioUI:
                     on_progress=on_progress,
                 )
             except Cancelled:
-                return gr.update(), gr.update(), WALK_STOPPED
+                yield gr.update(), gr.update(), WALK_STOPPED
+                return
         summary = (
             f"**{model}** · keyframes {', '.join(map(str, keyframes))} · {result.frames} frames at {result.fps:g} fps "
             f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {fmt.upper()} · "
             f"rendered in {result.seconds:.1f} s"
         )
         playable = str(result.path) if fmt in ("mp4", "webm") else None
-        return playable, str(result.path), summary
+        yield playable, str(result.path), summary
 
     @staticmethod
-    def walk_preview(file: str | None) -> Any:
-        """An animated GIF shows in an image box (the video player cannot play it)."""
-        is_gif = bool(file) and str(file).lower().endswith(".gif")
-        return gr.update(value=file if is_gif else None, visible=is_gif)
+    def walk_preview(file: str | None) -> tuple[Any, Any]:
+        """The player that fits the file: the video player for MP4 and WebM, an image box for an animated GIF (the
+        video player cannot play it), neither for a zip of frames (its download is below)."""
+        suffix = Path(file).suffix.lower() if file else ".mp4"
+        is_gif = suffix == ".gif"
+        return gr.update(visible=suffix in (".mp4", ".webm")), gr.update(
+            value=file if is_gif else None, visible=is_gif
+        )
 
     def stop(self, kind: str, note: str = "") -> Callable[..., Any]:
         """A Stop button's handler: stops this visitor's running `kind` job; with a `note`, returns it for the job's
@@ -1020,6 +1058,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         gallery = gr.Gallery(
                             label="Artworks",
                             columns=4,
+                            fit_columns=False,  # one or two pictures keep their size: stretched, they were cropped
                             height=400,
                             object_fit="contain",
                             preview=False,
@@ -1205,7 +1244,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             walk_fps = gr.Slider(1, 60, value=24, step=1, label="Frames per second")
                         with gr.Row():
                             walk_easing = gr.Radio(["spline", "linear", "ease-in-out"], value="spline", label="Easing")
-                            walk_format = gr.Radio(["mp4", "webm", "gif", "zip"], value="mp4", label="Format")
+                            walk_format = gr.Radio(
+                                ["mp4", "webm", "gif", "zip"], value="mp4", label="Format", elem_id="walk-format"
+                            )
                         walk_loop = gr.Checkbox(value=True, label="Loop back to the first keyframe")
                         with gr.Accordion("More", open=False):
                             walk_psi = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Truncation ψ")
@@ -1237,7 +1278,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             elem_id="walk-video",
                             buttons=["download"],
                         )
-                        walk_gif = gr.Image(label="Walk (GIF)", visible=False, interactive=False, height=420)
+                        walk_gif = gr.Image(
+                            label="Walk (GIF)", visible=False, interactive=False, height=420, elem_id="walk-gif"
+                        )
                         walk_info = gr.Markdown(label="Summary", elem_classes="studio-info", elem_id="walk-info")
                         walk_file = gr.File(label="Download", interactive=False, elem_id="walk-file", height=60)
 
@@ -1256,7 +1299,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     headers=["model", "kind", "weights", "what", "licence"],
                     interactive=False,
                     wrap=True,
-                    column_widths=["16%", "10%", "10%", "44%", "20%"],
+                    # in pixels: gradio makes percentages of the screen's width, which on a phone breaks words
+                    # letter by letter; this way a narrow screen scrolls the table sideways instead
+                    column_widths=["190px", "120px", "130px", "500px", "260px"],
                 )
                 with gr.Row(equal_height=False):
                     fetch_name = gr.Dropdown(
@@ -1395,7 +1440,12 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             concurrency_limit=CONCURRENCY["walk"],
         )
         walk_event.success(
-            ui.walk_preview, walk_file, walk_gif, api_name="walk_preview", queue=False, api_visibility="private"
+            ui.walk_preview,
+            walk_file,
+            [walk_video, walk_gif],
+            api_name="walk_preview",
+            queue=False,
+            api_visibility="private",
         )
         walk_stop.click(
             ui.stop("walk", note=WALK_STOPPED),

@@ -126,6 +126,18 @@ def test_arrow_keys_on_a_slider_rerender(page) -> None:
     _assert_no_error_toast(page)
 
 
+def test_on_a_phone_every_picture_fits_in_the_gallery(page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.wait_for_timeout(500)
+        gallery = page.locator("#generate-gallery").bounding_box()
+        boxes = [image.bounding_box() for image in page.locator(GALLERY_IMAGES).all()]
+        assert len(boxes) == 8 and gallery is not None
+        assert all(box and box["x"] + box["width"] <= gallery["x"] + gallery["width"] + 1 for box in boxes), boxes
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+
+
 def test_download_is_the_png_with_its_settings(page, tmp_path: Path) -> None:
     page.locator(GALLERY_IMAGES).nth(2).click()  # select the third picture (seed 125)
     page.keyboard.press("Escape")  # leave the preview if the gallery opened one
@@ -155,10 +167,14 @@ def test_send_to_stylize_and_stylize_an_example(page) -> None:
     )
     _set_number(page, "stylize-size", "96")
     _set_number(page, "stylize-steps", "5")
-    page.locator("#stylize-button").click()
+    outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
+    before = set(outputs.glob("stylized-*.png"))
+    page.locator("#stylize-button").dblclick()  # an impatient double click renders once
     page.wait_for_function(
         "() => document.querySelector('#stylize-info')?.innerText.includes('5 steps')", timeout=120_000
     )
+    page.wait_for_timeout(3000)  # a second render of 5 steps at 96 px would have finished by now
+    assert len(set(outputs.glob("stylized-*.png")) - before) == 1
     picture = page.locator("#stylized img")
     picture.wait_for()
     assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96
@@ -212,9 +228,25 @@ def test_stop_button_ends_a_long_walk(page) -> None:
     while list(outputs.glob(".walk-*.part")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not list(outputs.glob(".walk-*.part"))
-    assert "600 frames" not in page.locator("#walk-info").inner_text()
+    assert page.locator("#walk-info").inner_text().startswith("Stopped. A stopped walk writes no file")
+    _assert_no_error_toast(page)
     frames.fill("12")
     frames.press("Tab")
+
+
+def test_a_gif_walk_shows_in_an_image_box_instead_of_the_video_player(page) -> None:
+    page.locator("#walk-format").get_by_text("gif", exact=True).click()
+    page.locator("#walk-button").click()
+    page.wait_for_function("() => document.querySelector('#walk-info')?.innerText.includes('GIF')", timeout=90_000)
+    gif = page.locator("#walk-gif img")
+    gif.wait_for()
+    assert (gif.get_attribute("src") or "").endswith(".gif")
+    assert not page.locator("#walk-video").is_visible()  # an empty player would sit above the GIF
+    page.locator("#walk-format").get_by_text("mp4", exact=True).click()
+    page.locator("#walk-button").click()
+    page.locator("#walk-video video").wait_for(timeout=90_000)
+    assert not page.locator("#walk-gif").is_visible()
+    _assert_no_error_toast(page)
 
 
 def test_models_tab_lists_models_and_credits(page) -> None:
