@@ -108,10 +108,11 @@ def export_generator(
 def model_card(meta: dict[str, Any], *, has_samples: bool) -> str:
     """A Hugging Face model card (YAML front matter + markdown) from config.json's content."""
     config, training = meta["config"], meta.get("training", {})
+    task = "class-conditional-image-generation" if meta["classes"] else "unconditional-image-generation"
     lines = [
         "---",
         "library_name: pytorch",
-        "tags: [gan, dcgan, art, unconditional-image-generation, gan-art-studio]",
+        f"tags: [gan, dcgan, art, {task}, gan-art-studio]",
         "---",
         "",
         f"# {meta['name']}",

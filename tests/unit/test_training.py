@@ -512,3 +512,18 @@ def test_classes_are_linked_folders_followed_once_and_never_folders_of_unreadabl
         (class_folder / "reds" / "loop").unlink()
     assert folder.classes == ("blues", "reds") and len(folder) == 12  # blues-again adds nothing, broken no class
     assert [skipped.path.name for skipped in folder.skipped] == ["x.jpg"]
+
+
+@pytest.mark.parametrize(("classes", "task"), [((), "unconditional"), (("ink", "oil"), "class-conditional")])
+def test_the_model_card_names_the_task_and_the_classes(classes: tuple[str, ...], task: str) -> None:
+    from studio.training.export import model_card
+
+    meta = {
+        "name": "mine", "description": "DCGAN trained on your images, 32 px", "classes": list(classes),
+        "config": {"resolution": 32, "z_dim": 64, "base_channels": 16}, "convention": "z ~ N(0, I) of 64",
+        "weights": "model.safetensors", "sha256": "ab" * 32, "license": "CC0", "credit": "me",
+    }  # fmt: skip
+    card = model_card(meta, has_samples=False)
+    front_matter = card.split("---")[1]
+    assert f"{task}-image-generation" in front_matter and ("unconditional" in front_matter) == (not classes)
+    assert ("Conditional on 2 classes: ink, oil" in card) == bool(classes)
