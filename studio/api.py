@@ -244,6 +244,7 @@ class Studio:
         self._directions: dict[tuple[str, int], LatentDirections] = {}
         self._adain: AdaINStylizer | None = None
         self._gram_cache: Any = None
+        self._temporary: Path | None = None
         self._lock = threading.Lock()  # guards `_locks` only; held for no more than a dict look-up
         self._locks: dict[Any, threading.Lock] = {}
 
@@ -272,6 +273,15 @@ class Studio:
                 raise ValueError(f"model {name!r} in {folder} cannot be used: {problem}")
         known = ", ".join(spec.name for spec in self.models())
         raise ValueError(f"unknown model {name!r}; known models: {known}")
+
+    def _temporary_folder(self) -> Path:
+        """Where files go that the caller gave no path for: one folder per Studio, not one per call."""
+        with self._lock_for("temporary folder"):
+            if self._temporary is None:
+                import tempfile
+
+                self._temporary = Path(tempfile.mkdtemp(prefix="gan-art-studio-"))
+            return self._temporary
 
     def _lock_for(self, key: Any) -> threading.Lock:
         """The lock serialising the one-off work named by `key` (a model's load, a generator's directions, ...)."""
@@ -591,10 +601,9 @@ class Studio:
         how far it wanders from that seed's image). `frames` is the number of frames in the file. `class_name`
         may name one class per keyframe for conditional models. `style`: an image to stylize every frame with
         (AdaIN, style features computed once). `on_progress(done, total)` returning False cancels (`Cancelled`),
-        leaving no file behind.
+        leaving no file behind. `out`: the file to write (its suffix may give the format); None writes a new file
+        in this Studio's temporary folder (one per Studio, made on first use).
         """
-        import tempfile
-
         from studio.ops import generation, video
 
         spec = self.spec(model)
@@ -641,10 +650,8 @@ class Studio:
             frame_transform = self._walk_stylizer(style, strength=style_strength)
         if out is None:
             suffix = {"mp4": ".mp4", "gif": ".gif", "webm": ".webm", "zip": ".zip"}.get(format or "mp4", ".mp4")
-            out = (
-                Path(tempfile.mkdtemp(prefix="studio-walk-"))
-                / f"walk-{model}-{'-'.join(map(str, keyframe_seeds))}{suffix}"
-            )
+            seeds_text = "-".join(map(str, keyframe_seeds[:6]))
+            out = self._temporary_folder() / f"walk-{model}-{seeds_text}-{secrets.token_hex(4)}{suffix}"
         rendered = video.render_walk(
             latents,
             synthesize=synthesize,

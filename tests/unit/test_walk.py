@@ -111,3 +111,14 @@ def test_cli_class_lists_may_have_spaces(tmp_path) -> None:
     out = tmp_path / "walk.zip"
     assert cli_main(["walk", "--seeds", "1,2", "--frames", "2", "--class", "blue, brown", "--out", str(out)]) == 0
     assert cli_main(["walk", "--seeds", "1,2", "--frames", "2", "--class", "blue,", "--out", str(out)]) == 2
+
+
+def test_walks_without_a_path_share_one_folder_and_never_overwrite_each_other() -> None:
+    studio = Studio(device="cpu")
+    first = studio.walk(model="omniart-eyes", seeds=[5, 6], frames=4, format="zip")
+    second = studio.walk(model="omniart-eyes", seeds=[5, 6], frames=4, format="gif")
+    third = studio.walk(model="omniart-eyes", seeds=[5, 6], frames=4, format="zip")
+    assert first.path.parent == second.path.parent == third.path.parent
+    assert len({first.path, second.path, third.path}) == 3 and all(path.is_file() for path in (first.path, third.path))
+    assert (first.path.suffix, second.path.suffix) == (".zip", ".gif")
+    assert len(zip_frames(first.path)) == 4
