@@ -117,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--spectral-norm", dest="spectral_norm", action="store_true", default=None)
     train.add_argument("--augment", default=None, help="DiffAugment policy, e.g. color,translation,cutout or none")
     train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
+    train.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over instead of resuming from --out (a resumed run keeps its size, batch and network settings)",
+    )
     train.add_argument("--push-to-hub", dest="push_to_hub", default=None, metavar="REPO", help="upload the export")
     train.set_defaults(handler=_train)
     return parser

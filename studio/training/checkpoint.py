@@ -94,3 +94,12 @@ def load_checkpoint(folder: Path, *, rank: int) -> tuple[dict[str, Any], dict[st
     rng_path = folder / f"rng-{rank}.pt"
     rng = torch.load(rng_path, map_location="cpu", weights_only=True) if rng_path.is_file() else None
     return state, rng
+
+
+def saved_settings(out_dir: Path) -> dict[str, Any] | None:
+    """The training settings of the newest checkpoint in `out_dir` (None when there is none)."""
+    folder = find_checkpoint(out_dir)
+    if folder is None:
+        return None
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    return dict(state.get("settings", {}))

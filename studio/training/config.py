@@ -171,7 +171,8 @@ def _slug(text: str) -> str:
 def make_train_config(
     *, data: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, name: str | None = None, **options: Any
 ) -> TrainConfig:
-    """TrainConfig from CLI-style keyword arguments; options that are None keep their defaults.
+    """TrainConfig from CLI-style keyword arguments; options that are None keep their defaults, except that a run
+    that resumes a checkpoint in `out` takes that checkpoint's value of each setting it must keep (RESUME_KEYS).
 
     name defaults to the out folder's name, else the data folder's (slugified); out defaults to `weights/<name>`
     (STUDIO_WEIGHTS_DIR respected).
@@ -186,7 +187,13 @@ def make_train_config(
     data_path = Path(data).expanduser()
     slug = _slug(name or (Path(out).expanduser().resolve().name if out else data_path.resolve().name))
     out_path = Path(out).expanduser() if out else local_weights_dir() / slug
-    return TrainConfig(data=data_path, out=out_path, name=slug, **{k: v for k, v in options.items() if v is not None})
+    given = {key: value for key, value in options.items() if value is not None}
+    if given.get("resume", True):
+        from studio.training.checkpoint import saved_settings
+
+        saved = saved_settings(out_path) or {}
+        given = {key: saved[key] for key in RESUME_KEYS if key in saved} | given
+    return TrainConfig(data=data_path, out=out_path, name=slug, **given)
 
 
 def check_destination(config: TrainConfig) -> None:

@@ -415,6 +415,9 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
     resumed_from = _restore(run)
     if main and config.progress_bar and resumed_from:
         print(f"resuming from step {resumed_from} in {config.out} (--fresh starts over)", file=sys.stderr)
+    if main and not resumed_from:  # starting over: an earlier run's sample grids would pass for this one's
+        for old in sorted((config.out / "samples").glob("step_*.png")):
+            old.unlink()
     samples: list[Path] = []
     last_terms: dict[str, Tensor] = {}
     losses: dict[str, float] = {}

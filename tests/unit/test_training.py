@@ -422,6 +422,34 @@ def test_another_folder_does_not_resume_a_model_trained_on_different_images(
     assert train(make_train_config(data=Path("second"), out=out, steps=3, **TINY)).resumed_from == 2
 
 
+def test_starting_over_clears_the_earlier_runs_sample_grids(tmp_path: Path) -> None:
+    write_images(tmp_path / "art", 6, seed=3)
+    out = tmp_path / "out"
+    options = {**TINY, "sample_every": 2}
+    first = train(make_train_config(data=tmp_path / "art", out=out, steps=4, **options))
+    assert sorted(path.name for path in (out / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    again = train(make_train_config(data=tmp_path / "art", out=out, steps=2, resume=False, **options))
+    assert again.resumed_from == 0 and first.step == 4
+    assert sorted(path.name for path in (out / "samples").iterdir()) == ["step_0000002.png"]  # only this run's
+    resumed = train(make_train_config(data=tmp_path / "art", out=out, steps=4, **options))
+    assert resumed.resumed_from == 2
+    assert sorted(path.name for path in (out / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+
+
+def test_resuming_keeps_the_checkpoints_settings_unless_told_otherwise(tmp_path: Path) -> None:
+    write_images(tmp_path / "art", 6, seed=4)
+    out = tmp_path / "out"
+    train(make_train_config(data=tmp_path / "art", out=out, steps=2, **TINY))
+    quiet = {key: TINY[key] for key in ("sample_every", "checkpoint_every", "metric_samples", "progress_bar")}
+    config = make_train_config(data=tmp_path / "art", out=out, steps=4, **quiet)  # no --size, --batch, ...
+    assert (config.size, config.batch_size, config.z_dim, config.g_channels) == (16, 4, 8, 4)
+    assert train(config).resumed_from == 2
+    with pytest.raises(ValueError, match="size: checkpoint 16, now 32"):
+        train(make_train_config(data=tmp_path / "art", out=out, steps=6, size=32, **quiet))
+    fresh = make_train_config(data=tmp_path / "art", out=out, steps=6, resume=False, **quiet)
+    assert fresh.size == make_train_config(data=tmp_path / "elsewhere").size  # starting over: the defaults
+
+
 def test_resume_after_images_were_removed_starts_a_new_epoch(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_images(data, 10, seed=3)
