@@ -95,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--noise-loop", action="store_true", help="a circular walk around the first seed instead")
     walk.add_argument("--spread", type=float, default=None, help="noise loop radius 0..1 (default 1)")
     walk.add_argument("--psi", type=float, default=1.0)
-    walk.add_argument("--class", dest="class_name", default=None, help="class, or one per keyframe: blue,green,red")
+    walk.add_argument(
+        "--class",
+        dest="class_name",
+        action="append",
+        default=None,
+        help="class; one per keyframe: repeat it (--class blue --class 'red, dark'), or blue,green,red",
+    )
     walk.add_argument("--direction", action="append", default=[], metavar="INDEX=AMOUNT")
     walk.add_argument("--size", type=int, default=None, help="output side in pixels (upscaled with Lanczos)")
     walk.add_argument("--style", type=Path, default=None, help="stylize every frame with this image (AdaIN)")
@@ -305,12 +311,18 @@ def _walk(args: argparse.Namespace) -> int:
 
     if args.spread is not None and not args.noise_loop:
         raise ValueError("--spread is the radius of a --noise-loop walk; add --noise-loop, or leave --spread out")
-    classes = args.class_name
-    if classes and "," in classes:  # one class per keyframe: "blue, green,red"
-        classes = [part.strip() for part in classes.split(",")]
+    studio = Studio()
+    classes: str | list[str] | None = args.class_name
+    if classes and len(classes) == 1:
+        (text,) = classes
+        known = studio.spec(args.model).classes
+        if "," in text and text not in known:  # one class per keyframe: "blue, green,red"
+            classes = [part.strip() for part in text.split(",")]
+        else:  # a single class, whose name may hold commas
+            classes = text
     out = _output_file(args.out, suffixes=sorted(SUFFIX_FORMATS, key=lambda suffix: suffix != ".mp4"))
     with _ProgressBar(unit="frame", desc="walk") as on_progress:
-        result = Studio().walk(
+        result = studio.walk(
             model=args.model,
             seeds=args.seeds,
             frames=args.frames,

@@ -122,3 +122,34 @@ def test_walks_without_a_path_share_one_folder_and_never_overwrite_each_other() 
     assert len({first.path, second.path, third.path}) == 3 and all(path.is_file() for path in (first.path, third.path))
     assert (first.path.suffix, second.path.suffix) == (".zip", ".gif")
     assert len(zip_frames(first.path)) == 4
+
+
+def test_cli_class_names_may_hold_commas(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from studio.models.dcgan import DCGANConfig, DCGANGenerator
+    from studio.training.export import export_generator
+
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
+    torch.manual_seed(0)
+    generator = DCGANGenerator(DCGANConfig(z_dim=8, num_classes=2, resolution=16, base_channels=8)).eval()
+    for parameter in generator.parameters():
+        parameter.data.normal_(0.0, 0.5)  # varied pictures, so that the classes visibly differ
+    export_generator(generator, out_dir=weights / "tints", name="tints", classes=("red, dark", "blue"))
+    studio = Studio(device="cpu")
+
+    def walk(*arguments: str) -> list[np.ndarray]:
+        out = tmp_path / "walk.zip"
+        base = ["walk", "--model", "tints", "--seeds", "1,2", "--frames", "4", "--out", str(out)]
+        assert cli_main([*base, *arguments]) == 0
+        return zip_frames(out)
+
+    def image(seed: int, class_name: str) -> np.ndarray:
+        return np.asarray(studio.generate(model="tints", seed=seed, class_name=class_name).images[0])
+
+    assert np.abs(image(2, "red, dark").astype(int) - image(2, "blue")).mean() > 5
+    one_class = walk("--class", "red, dark")  # the keyframes are the first and the last frame
+    assert np.array_equal(one_class[0], image(1, "red, dark")) and np.array_equal(one_class[3], image(2, "red, dark"))
+    per_keyframe = walk("--class", "red, dark", "--class", "blue")
+    assert np.array_equal(per_keyframe[0], image(1, "red, dark")) and np.array_equal(per_keyframe[3], image(2, "blue"))
