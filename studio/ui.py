@@ -94,8 +94,8 @@ footer { opacity: 0.7; }
 
 
 # Runs once in the page. gradio's "once" trigger mode lets a second click through while the first is still being
-# submitted, so a double click ran a style transfer or a walk twice: a click on those buttons within a second of the
-# last one is dropped before gradio sees it.
+# submitted, so a double click ran a style transfer or a walk twice: a click on those buttons within half a second
+# of the last one (a double click's two clicks are closer) is dropped before gradio sees it.
 IGNORE_DOUBLE_CLICKS_JS = """
 () => {
   const lastClick = new Map();
@@ -103,7 +103,7 @@ IGNORE_DOUBLE_CLICKS_JS = """
     const button = event.target.closest && event.target.closest("#stylize-button, #walk-button");
     if (!button) return;
     const now = Date.now();
-    if (now - (lastClick.get(button.id) || 0) < 1000) {
+    if (now - (lastClick.get(button.id) || 0) < 500) {
       event.stopImmediatePropagation();
       event.preventDefault();
       return;
