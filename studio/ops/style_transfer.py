@@ -19,6 +19,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   the spread between seeds. Two starts that keep the content's layout did no better: each 5x5 patch replaced by its
   nearest style patch (35 -> 33 evaluations although the starting loss fell from 60 to 36, and 2.4 s to build), and
   each Laplacian-pyramid band given the style's histogram (33-35).
+- Not used: the spectral correction in a decorrelated colour basis (Lucid's ImageNet colour square root, scaled to
+  the same gain) took 50 instead of 35 evaluations on chelsea, 47 instead of 53 on astronaut, 25 instead of 27 on
+  coffee.
 - With all three the textbook 60-step loss took 36 evaluations at 256 px and 21 at 512 px. VGG19's convolutions
   tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2x faster in all at 256 px,
   4.7x at 512 px.
