@@ -49,7 +49,7 @@ from studio.api import (
     read_png_settings,
 )
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
-from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached
+from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached, is_offline
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ EXAMPLES = ASSETS / "examples"
 
 DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
+PSI_RANGE = (0.0, 1.5)
+STYLIZE_SIZES = (64, 1024)
+STYLIZE_STEPS = (1, 1000)
 MAX_UI_BATCH = 8
 MAX_WALK_FRAMES_UI = 600
 PICTURE_EVERY_SECONDS = 1.0  # how often a Gatys render shows its picture so far
@@ -215,6 +218,13 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
+def _in_range(value: Any, what: str, low: float, high: float) -> float:
+    number = _number(value, what)
+    if not low <= number <= high:
+        raise ValueError(f"{what} must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
+
 def _whole(value: Any, what: str, low: int, high: int) -> int:
     number = _number(value, what)
     if not number.is_integer() or not low <= number <= high:
@@ -244,6 +254,15 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
         seeds.append(seed)
     return seeds
+
+
+def _verdict(check: Callable[[], object]) -> dict[str, Any]:
+    """gradio's validation result for one control: valid, or the message of the ValueError `check()` raised."""
+    try:
+        check()
+    except ValueError as error:
+        return gr.validate(False, str(error))
+    return gr.validate(True, "")
 
 
 def _count(number: int, noun: str) -> str:
@@ -285,6 +304,19 @@ class UploadedImage(gr.Image):
             return super().preprocess(payload)
         except Exception as error:
             raise gr.Error(f"the image could not be read ({error}); upload a JPEG, PNG or WebP file") from None
+
+
+class CheckedSlider(gr.Slider):
+    """gr.Slider whose range is checked by the event's validator (`_in_range`), not by gradio's preprocessing.
+
+    Out of range, gradio's own check fails inside the validator and the API answers a bare HTTP 400; the validator
+    names the parameter and its range instead, and the page shows that message on the slider. Same browser widget.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: float) -> float:
+        return gr.Number.round_to_precision(payload, self.precision)
 
 
 class _StopFlags:
@@ -552,24 +584,16 @@ class StudioUI:
     ) -> list[dict[str, Any]]:
         """Runs before `generate` (gradio's validator): a value it would refuse is marked on its own control, and
         the pictures on show stay, instead of an error covering the gallery and the seed box."""
-        checks = [
-            lambda: self._generator_spec(model),
-            lambda: _seed_or_random(seed),
-            lambda: _whole(batch, "batch", 1, MAX_UI_BATCH),
-            lambda: _number(psi, "truncation psi"),
-            *(lambda amount=amount, index=index: _number(amount, f"direction {index}") for index, amount in
-              enumerate(directions, start=1)),
+        return [
+            _verdict(lambda: self._generator_spec(model)),
+            _verdict(lambda: _seed_or_random(seed)),
+            _verdict(lambda: _whole(batch, "batch", 1, MAX_UI_BATCH)),
+            _verdict(lambda: _in_range(psi, "truncation psi", *PSI_RANGE)),
+            _verdict(lambda: None),  # the class: checked with the model, by `generate`
+            *(_verdict(lambda amount=amount, index=index: _in_range(amount, f"direction {index}", -DIRECTION_RANGE,
+                                                                    DIRECTION_RANGE))
+              for index, amount in enumerate(directions, start=1)),
         ]  # fmt: skip
-        verdicts = []
-        for index, check in enumerate(checks):
-            try:
-                check()
-                verdicts.append(gr.validate(True, ""))
-            except ValueError as error:
-                verdicts.append(gr.validate(False, str(error)))
-            if index == 3:
-                verdicts.append(gr.validate(True, ""))  # the class: checked with the model, by `generate`
-        return verdicts
 
     def _generator_spec(self, name: str) -> ModelSpec:
         for spec in self.studio.models(kind="generator"):
@@ -690,6 +714,62 @@ class StudioUI:
         return str(
             path
         ), f"Preview ({result.image.width}×{result.image.height}, AdaIN) · press **Stylize** for the full picture"
+
+    def check_stylize_inputs(
+        self,
+        content: str | None,
+        style_1: str | None,
+        weight_1: Any,
+        style_2: str | None,
+        weight_2: Any,
+        style_3: str | None,
+        weight_3: Any,
+        method: str,
+        strength: Any,
+        preserve_color: str,
+        size: Any,
+        steps: Any,
+        mask: str | None,
+        seed: Any,
+    ) -> list[dict[str, Any]]:
+        """Runs before `stylize` (gradio's validator): what it would refuse is marked on the control to change, and
+        the picture on show stays. Checks that need the pictures' pixels are left to `stylize`."""
+
+        def needs_a_style() -> None:
+            if not any((style_1, style_2, style_3)):
+                raise ValueError("add at least one style picture (a painting to borrow the style from)")
+
+        def method_can_run() -> None:
+            if method not in ("gatys", "adain"):
+                raise ValueError(f"method must be gatys or adain, got {method!r}")
+            if method == "adain" and is_offline() and not all(is_cached(self.studio.spec(n)) for n in ADAIN_MODELS):
+                # short: on the page this message sits over the method's options
+                raise ValueError("offline, without AdaIN's weights: use Gatys")
+
+        def mask_fits() -> None:
+            if mask and method != "adain":
+                raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
+
+        def content_given() -> None:
+            if not content:
+                raise ValueError("upload (or take) a photo to stylize first")
+
+        return [
+            _verdict(content_given),
+            _verdict(needs_a_style),
+            _verdict(lambda: _in_range(weight_1, "style 1 weight", 0, 1)),
+            _verdict(lambda: None),
+            _verdict(lambda: _in_range(weight_2, "style 2 weight", 0, 1)),
+            _verdict(lambda: None),
+            _verdict(lambda: _in_range(weight_3, "style 3 weight", 0, 1)),
+            _verdict(method_can_run),
+            _verdict(lambda: _in_range(strength, "strength", 0, 1)),
+            _verdict(lambda: None),
+            _verdict(lambda: _whole(size, "size", *STYLIZE_SIZES)),
+            _verdict(lambda: _whole(steps, "steps", *STYLIZE_STEPS)),
+            _verdict(mask_fits),
+            _verdict(lambda: _whole(seed if seed not in (None, "") else 0, "seed", 0, MAX_SEED)),
+        ]
 
     def _stylize_arguments(
         self,
@@ -1033,7 +1113,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         with gr.Row(equal_height=True):
                             seed = gr.Number(value=DEFAULT_SEED, label="Seed", step=1, scale=3, elem_id="seed")
                             dice = gr.Button("🎲 Random seed", scale=2, min_width=120, elem_id="dice")
-                        batch = gr.Slider(
+                        batch = CheckedSlider(
                             1, MAX_UI_BATCH, value=MAX_UI_BATCH, step=1, label="Batch", info="seed, seed+1, …"
                         )
                         class_name = gr.Dropdown(
@@ -1044,9 +1124,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             visible=bool(default_spec.classes),
                             interactive=True,
                         )
-                        psi = gr.Slider(
-                            0.0,
-                            1.5,
+                        psi = CheckedSlider(
+                            *PSI_RANGE,
                             value=1.0,
                             step=0.05,
                             label="Truncation ψ",
@@ -1089,7 +1168,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     )
                     with gr.Row():
                         directions = [
-                            gr.Slider(
+                            CheckedSlider(
                                 -DIRECTION_RANGE,
                                 DIRECTION_RANGE,
                                 value=0.0,
@@ -1136,7 +1215,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             with gr.Row():
                                 for index in range(STYLE_SLOTS):
                                     style_weights.append(
-                                        gr.Slider(
+                                        CheckedSlider(
                                             0.0,
                                             1.0,
                                             value=1.0,
@@ -1152,7 +1231,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 height=160,
                             )
                         method = gr.Radio(STYLE_METHODS, value="gatys", label="Method", elem_id="stylize-method")
-                        strength = gr.Slider(
+                        strength = CheckedSlider(
                             0.0,
                             1.0,
                             value=0.8,
@@ -1171,18 +1250,16 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             label="Colour",
                         )
                         with gr.Row():
-                            stylize_size = gr.Slider(
-                                64,
-                                1024,
+                            stylize_size = CheckedSlider(
+                                *STYLIZE_SIZES,
                                 value=256,
                                 step=32,
                                 label="Size",
                                 info="long side, px",
                                 elem_id="stylize-size",
                             )
-                            stylize_steps = gr.Slider(
-                                1,
-                                1000,
+                            stylize_steps = CheckedSlider(
+                                *STYLIZE_STEPS,
                                 value=100,
                                 step=1,
                                 label="Steps",
@@ -1488,6 +1565,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             _gpu(180)(_friendly_errors(ui.stylize)),
             stylize_inputs,
             [stylized, stylize_download, stylize_info],
+            validator=ui.check_stylize_inputs,
             api_name="stylize",
             api_description="Restyle a photo: content image, up to three style images each with a weight, method "
             "(gatys | adain), strength 0..1, preserve_color (none | luminance | histogram), size (long side px), "

@@ -244,8 +244,9 @@ def call_raw(app_url: str, api_name: str, body: str) -> tuple[str, dict]:
     ("values", "expected"),
     [
         ('"omniart-eyes", 5, 1, NaN, "blue", 0, 0, 0, 0, 0', "psi: truncation psi must be a finite number"),
-        ('"omniart-eyes", 5, 1, Infinity, "blue", 0, 0, 0, 0, 0', "greater than maximum value 1.5"),
-        ('"omniart-eyes", 5, 1, 1.0, "blue", 0, -Infinity, 0, 0, 0', "less than minimum value -5"),
+        ('"omniart-eyes", 5, 1, Infinity, "blue", 0, 0, 0, 0, 0', "psi: truncation psi must be a finite number"),
+        ('"omniart-eyes", 5, 1, 2.0, "blue", 0, 0, 0, 0, 0', "psi: truncation psi must be between 0 and 1.5, got 2"),
+        ('"omniart-eyes", 5, 1, 1.0, "blue", 0, -9, 0, 0, 0', "direction_2: direction 2 must be between -5 and 5"),
         ('"omniart-eyes", NaN, 1, 1.0, "blue", 0, 0, 0, 0, 0', "seed: seed must be a finite number"),
         ('"omniart-eyes", 5, NaN, 1.0, "blue", 0, 0, 0, 0, 0', "batch: batch must be a finite number"),
         ('"omniart-eyes", 5, 1, 1.0, "blue", NaN, 0, 0, 0, 0', "direction_1: direction 1 must be a finite number"),
@@ -486,12 +487,9 @@ def test_stylize_gatys_shows_its_pictures_so_far_then_the_finished_one(
     assert [path.name for path in set(outputs.glob("stylized-*.png")) - before] == [Path(image).name]
 
 
-def test_stylize_adain_offline_says_how_to_get_the_weights(client: Client) -> None:
-    with pytest.raises(AppError, match="adain-encoder is not cached.*weights fetch adain-encoder") as caught:
-        _stylize(client, method="adain")
-    assert "neither is on this machine: python -m studio weights fetch adain-encoder adain-decoder" in str(
-        caught.value
-    )  # one command gets both files
+def test_stylize_adain_offline_is_refused_before_the_queue(client: Client) -> None:
+    with pytest.raises(ValidationError, match="- method: offline, without AdaIN's weights: use Gatys"):
+        _stylize(client, method="adain")  # refused before the queue, with the message on the Method control
 
 
 def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -> None:
@@ -520,17 +518,21 @@ def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(
-    ("arguments", "expected"),
-    [
-        ({"content": None}, "upload .* a photo"),
-        ({"styles": ()}, "at least one style picture"),
-        ({"size": 8}, "less than minimum"),
-        ({"mask": PAINTING}, "masks are an AdaIN feature"),
-        ({"weights": (0.0, 1.0, 1.0)}, "weights sum to zero"),
+    ("arguments", "refusal", "expected"),
+    [  # ValidationError: refused before the queue, the message on the control to change
+        ({"content": None}, ValidationError, "- content: upload (or take) a photo"),
+        ({"styles": ()}, ValidationError, "- style_1: add at least one style picture"),
+        ({"size": 8}, ValidationError, "- size: size must be a whole number from 64 to 1024, got 8"),
+        ({"steps": 5000}, ValidationError, "- steps: steps must be a whole number from 1 to 1000, got 5000"),
+        ({"strength": 1.5}, ValidationError, "- strength: strength must be between 0 and 1, got 1.5"),
+        ({"mask": PAINTING}, ValidationError, "- mask: masks are an AdaIN feature"),
+        ({"weights": (0.0, 1.0, 1.0)}, AppError, "weights sum to zero"),
     ],
 )
-def test_bad_stylize_input_gives_a_message(client: Client, arguments: dict, expected: str) -> None:
-    with pytest.raises(AppError, match=expected):
+def test_bad_stylize_input_gives_a_message(
+    client: Client, arguments: dict, refusal: type[Exception], expected: str
+) -> None:
+    with pytest.raises(refusal, match=re.escape(expected)):
         _stylize(client, **arguments)
 
 
@@ -577,7 +579,7 @@ def test_nan_stylize_sliders_give_a_message(app_url: str) -> None:
         body = "{" + '"data": [' + ", ".join(v if isinstance(v, str) and v.startswith(("{", "N")) else
                                           json.dumps(v) for v in values) + "]}"  # fmt: skip
         kind, payload = call_raw(app_url, "stylize", body)
-        assert kind == "error" and expected in payload["error"], payload
+        assert kind == "refused" and expected in payload["error"], payload
 
 
 # --- many visitors at once ------------------------------------------------------------------------------------------

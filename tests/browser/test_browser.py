@@ -189,6 +189,15 @@ def test_send_to_stylize_and_stylize_an_example(page) -> None:
     _assert_no_error_toast(page)
 
 
+def test_adain_offline_is_refused_on_its_control_and_the_picture_stays(page) -> None:
+    page.locator("#stylize-method").get_by_text("AdaIN: fast").click()
+    page.locator("#stylize-button").click()
+    page.locator("#stylize-method").get_by_text("without AdaIN's weights").wait_for()
+    assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96  # still on show
+    _assert_no_error_toast(page)
+    page.locator("#stylize-method").get_by_text("Gatys: optimisation").click()
+
+
 def test_send_keyframes_and_play_a_short_walk(page) -> None:
     page.get_by_role("tab", name="Generate").click()
     page.locator("#to-walk").click()  # the ticked seeds (the first four on show) become the walk's keyframes
