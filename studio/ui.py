@@ -652,7 +652,7 @@ class StudioUI:
         shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
         with self._stoppable(request, "stylize", progress, "steps") as on_progress:
 
-            def render(on_picture: PictureSoFar) -> Any:
+            def render(on_picture: PictureSoFar) -> StylizeResult:
                 return self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture)
 
             try:

@@ -813,3 +813,22 @@ def test_pictures_so_far_come_from_a_worker_and_its_errors_reach_the_caller() ->
     assert next(stream).settings["steps"] == 1
     stream.close()  # gradio stops reading when the event is cancelled: the render ends at its next picture
     assert ended.wait(10) and endings == ["cancelled"]
+
+
+def test_a_style_transfer_stopped_before_its_first_picture_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.api import Cancelled
+    from studio.ui import STYLIZE_STOPPED, StudioUI
+
+    studio = Studio(device="cpu")
+
+    def stopped(**_: object) -> None:
+        raise Cancelled("style transfer cancelled at step 1 of 100")
+
+    monkeypatch.setattr(studio, "stylize", stopped)
+    shown = list(
+        StudioUI(studio).stylize(
+            PHOTO, PAINTING, 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 100, None, 0,
+            progress=lambda *args, **kwargs: None,
+        )
+    )  # fmt: skip
+    assert shown == [({"__type__": "update"}, {"__type__": "update"}, STYLIZE_STOPPED)]
