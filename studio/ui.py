@@ -256,6 +256,26 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _check_content(content: str | None) -> None:
+    if not content:
+        raise ValueError("upload (or take) a photo to stylize first")
+
+
+def _check_styles_given(styles: tuple[str | None, ...]) -> None:
+    if not any(styles):
+        raise ValueError("add at least one style picture (a painting to borrow the style from)")
+
+
+def _check_method(method: str) -> None:
+    if method not in ("gatys", "adain"):
+        raise ValueError(f"method must be gatys or adain, got {method!r}")
+
+
+def _stylize_seed(seed: Any) -> int:
+    """The Stylize seed box: empty means 0."""
+    return _whole(seed if seed not in (None, "") else 0, "seed", 0, MAX_SEED)
+
+
 def _verdict(check: Callable[[], object]) -> dict[str, Any]:
     """gradio's validation result for one control: valid, or the message of the ValueError `check()` raised."""
     try:
@@ -527,9 +547,10 @@ class StudioUI:
             if not previous or previous == name:
                 raise
             gr.Warning(_without_upload_folders(str(error)), title=f"{name} could not be loaded")
-            classes = list(self.studio.spec(previous).classes)
+            previous_spec = self.studio.spec(previous)
+            classes = list(previous_spec.classes)
             class_menu = gr.update(visible=bool(classes), choices=classes, value=state.get("class_name"))
-            return previous, class_menu, self.model_summary(self.studio.spec(previous))
+            return previous, class_menu, self.model_summary(previous_spec)
         return gr.update(), gr.update(), self.model_summary(spec)
 
     def generate(
@@ -552,8 +573,8 @@ class StudioUI:
         first seed, and the per-session state (paths and seeds) that later buttons use.
         """
         started = time.perf_counter()
-        self._generator_spec(model)
-        spec = self.ensure_weights(model, progress)
+        spec = self._generator_spec(model)
+        self.ensure_weights(model, progress)
         start = _seed_or_random(seed)
         count = _whole(batch, "batch", 1, MAX_UI_BATCH)
         amounts = (direction_1, direction_2, direction_3, direction_4, direction_5)
@@ -735,13 +756,8 @@ class StudioUI:
         """Runs before `stylize` (gradio's validator): what it would refuse is marked on the control to change, and
         the picture on show stays. Checks that need the pictures' pixels are left to `stylize`."""
 
-        def needs_a_style() -> None:
-            if not any((style_1, style_2, style_3)):
-                raise ValueError("add at least one style picture (a painting to borrow the style from)")
-
         def method_can_run() -> None:
-            if method not in ("gatys", "adain"):
-                raise ValueError(f"method must be gatys or adain, got {method!r}")
+            _check_method(method)
             if method == "adain" and is_offline() and not all(is_cached(self.studio.spec(n)) for n in ADAIN_MODELS):
                 # short: on the page this message sits over the method's options
                 raise ValueError("offline, without AdaIN's weights: use Gatys")
@@ -750,13 +766,9 @@ class StudioUI:
             if mask and method != "adain":
                 raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
 
-        def content_given() -> None:
-            if not content:
-                raise ValueError("upload (or take) a photo to stylize first")
-
         return [
-            _verdict(content_given),
-            _verdict(needs_a_style),
+            _verdict(lambda: _check_content(content)),
+            _verdict(lambda: _check_styles_given((style_1, style_2, style_3))),
             _verdict(lambda: _in_range(weight_1, "style 1 weight", 0, 1)),
             _verdict(lambda: None),
             _verdict(lambda: _in_range(weight_2, "style 2 weight", 0, 1)),
@@ -768,7 +780,7 @@ class StudioUI:
             _verdict(lambda: _whole(size, "size", *STYLIZE_SIZES)),
             _verdict(lambda: _whole(steps, "steps", *STYLIZE_STEPS)),
             _verdict(mask_fits),
-            _verdict(lambda: _whole(seed if seed not in (None, "") else 0, "seed", 0, MAX_SEED)),
+            _verdict(lambda: _stylize_seed(seed)),
         ]
 
     def _stylize_arguments(
@@ -784,17 +796,14 @@ class StudioUI:
         mask: str | None,
         seed: Any,
     ) -> dict[str, Any]:
-        if not content:
-            raise ValueError("upload (or take) a photo to stylize first")
+        _check_content(content)
+        _check_styles_given(styles)
         chosen = [
             (style, _number(weight, f"style {index + 1} weight"))
             for index, (style, weight) in enumerate(zip(styles, weights, strict=True))
             if style
         ]
-        if not chosen:
-            raise ValueError("add at least one style picture (a painting to borrow the style from)")
-        if method not in ("gatys", "adain"):
-            raise ValueError(f"method must be gatys or adain, got {method!r}")
+        _check_method(method)
         return {
             "content": content,
             "styles": [style for style, _ in chosen],
@@ -806,7 +815,7 @@ class StudioUI:
             "size": _whole(size, "size", 16, 4096),
             "steps": _whole(steps, "steps", 1, 5000),
             "mask": mask or None,
-            "seed": _whole(seed if seed not in (None, "") else 0, "seed", 0, MAX_SEED),
+            "seed": _stylize_seed(seed),
         }
 
     def _ensure_style_weights(self, method: str, progress: Any) -> None:
