@@ -49,6 +49,7 @@ MAX_WALK_FRAMES = 3600
 METADATA_KEY = "gan-art-studio"
 STYLIZE_METADATA_KEY = "gan-art-studio:stylize"
 ADAIN_MODELS = ("adain-encoder", "adain-decoder")  # AdaIN needs both
+MASK_NEEDS_ADAIN = "masks are an AdaIN feature: switch the method to AdaIN or remove the mask"
 
 
 def _max_batch_from_env() -> int:
@@ -450,7 +451,7 @@ class Studio:
         if method != "gatys":
             raise ValueError(f"method must be 'gatys' or 'adain', got {method!r}")
         if mask is not None:
-            raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
+            raise ValueError(MASK_NEEDS_ADAIN)
         from studio.ops.style_transfer import GatysSettings, level_sizes, level_steps, stylize_gatys
 
         steps = _check_whole(steps, "steps", 1, 5000)

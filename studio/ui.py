@@ -41,6 +41,7 @@ from gradio import utils as gradio_utils
 
 from studio.api import (
     ADAIN_MODELS,
+    MASK_NEEDS_ADAIN,
     MAX_SEED,
     Cancelled,
     GenerationResult,
@@ -764,7 +765,7 @@ class StudioUI:
 
         def mask_fits() -> None:
             if mask and method != "adain":
-                raise ValueError("masks are an AdaIN feature: switch the method to AdaIN or remove the mask")
+                raise ValueError(MASK_NEEDS_ADAIN)
 
         return [
             _verdict(lambda: _check_content(content)),
