@@ -169,6 +169,11 @@ class WalkResult:
     seconds_encoding: float
     settings: dict[str, Any]
 
+    @property
+    def stopped_early(self) -> bool:
+        """True when a stop kept the walk's first frames: `frames` is then below `settings["frames"]`."""
+        return self.frames < self.settings["frames"]
+
 
 def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationSettings) -> None:
     info = PngImagePlugin.PngInfo()
@@ -594,6 +599,7 @@ class Studio:
         style_strength: float = 1.0,
         out: str | os.PathLike[str] | None = None,
         on_progress: Callable[[int, int], bool | None] | None = None,
+        keep_partial: bool = False,
     ) -> WalkResult:
         """Render a latent walk to MP4 / GIF / WebM / PNG zip and return the file.
 
@@ -602,8 +608,10 @@ class Studio:
         how far it wanders from that seed's image). `frames` is the number of frames in the file. `class_name`
         may name one class per keyframe for conditional models. `style`: an image to stylize every frame with
         (AdaIN, style features computed once). `on_progress(done, total)` returning False cancels (`Cancelled`),
-        leaving no file behind. `out`: the file to write (its suffix may give the format); None writes a new file
-        in this Studio's temporary folder (one per Studio, made on first use).
+        leaving no file behind; with `keep_partial` the file keeps the frames made so far instead (`frames` counts
+        them, `settings["frames"]` the planned ones, `stopped_early` is True). `out`: the file to write (its suffix
+        may give the format); None writes a new file in this Studio's temporary folder (one per Studio, made on
+        first use).
         """
         from studio.ops import generation, video
 
@@ -663,6 +671,7 @@ class Studio:
             size=size,
             frame_transform=frame_transform,
             on_progress=on_progress,
+            keep_partial=keep_partial,
         )
         settings = {
             "model": model,

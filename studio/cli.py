@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -306,7 +309,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
 
 def _walk(args: argparse.Namespace) -> int:
-    from studio.api import Studio
+    from studio.api import Cancelled, Studio
     from studio.ops.video import SUFFIX_FORMATS
 
     if args.spread is not None and not args.noise_loop:
@@ -321,29 +324,63 @@ def _walk(args: argparse.Namespace) -> int:
         else:  # a single class, whose name may hold commas
             classes = text
     out = _output_file(args.out, suffixes=sorted(SUFFIX_FORMATS, key=lambda suffix: suffix != ".mp4"))
-    with _ProgressBar(unit="frame", desc="walk") as on_progress:
-        result = studio.walk(
-            model=args.model,
-            seeds=args.seeds,
-            frames=args.frames,
-            fps=args.fps,
-            loop=args.loop,
-            easing=args.easing,
-            path="noise-loop" if args.noise_loop else "keyframes",
-            spread=1.0 if args.spread is None else args.spread,
-            psi=args.psi,
-            class_name=classes,
-            directions=_directions(args.direction),
-            size=args.size,
-            style=args.style,
-            out=out,
-            on_progress=on_progress,
-        )
+    with _ProgressBar(unit="frame", desc="walk") as bar, _first_ctrl_c_asks_to_stop() as stop_asked:
+
+        def on_progress(done: int, total: int) -> bool:
+            bar(done, total)
+            return not stop_asked.is_set()
+
+        try:
+            result = studio.walk(
+                model=args.model,
+                seeds=args.seeds,
+                frames=args.frames,
+                fps=args.fps,
+                loop=args.loop,
+                easing=args.easing,
+                path="noise-loop" if args.noise_loop else "keyframes",
+                spread=1.0 if args.spread is None else args.spread,
+                psi=args.psi,
+                class_name=classes,
+                directions=_directions(args.direction),
+                size=args.size,
+                style=args.style,
+                out=out,
+                on_progress=on_progress,
+                keep_partial=True,
+            )
+        except Cancelled:  # stopped before the first frames
+            raise KeyboardInterrupt from None
+    if result.stopped_early:
+        planned = result.settings["frames"]
+        print(f"interrupted: {result.path} holds the first {result.frames} of {planned} frames", file=sys.stderr)
+        return 130
     print(
         f"{result.path}: {result.frames} frames {result.width}x{result.height} at {result.fps:g} fps "
         f"({result.seconds:.1f} s, {100 * result.seconds_encoding / max(result.seconds, 1e-9):.0f}% encoding)"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _first_ctrl_c_asks_to_stop() -> Iterator[threading.Event]:
+    """While inside, the first Ctrl-C sets the event (the job stops at its next progress report and keeps what it
+    made) instead of raising KeyboardInterrupt wherever the program happens to be; a second Ctrl-C raises it."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
+        yield asked
+        return
+
+    def ask(signum: int, frame: object) -> None:
+        asked.set()
+        signal.signal(signal.SIGINT, previous)
+        print("\nstopping after the frames in hand (Ctrl-C again to quit now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _train(args: argparse.Namespace) -> int:

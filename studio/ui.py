@@ -6,10 +6,12 @@ person sees is a stack trace. Every event has an `api_name`, so `gradio_client` 
 `/walk`, ... with the same arguments as the page.
 
 Long jobs report progress through `gr.Progress` and can be stopped: a Stop button both cancels the gradio event
-(`cancels=[...]`) and sets a per-session flag that the studio's `on_progress` callback reads, so the computation
-itself ends instead of running on in a worker thread. A client that cancels through the API (`Job.cancel()`) is
-noticed the same way. A Gatys render shows its picture so far about once a second (the handler is a generator), so
-a stopped one keeps the latest of them, saved with its settings; a stopped walk writes no file and says so.
+(`cancels=[...]`, which also drops a job still waiting in the queue) and sets a per-session flag that the studio's
+`on_progress` callback reads, so the computation itself ends instead of running on in a worker thread. A client that
+cancels through the API (`Job.cancel()`) is noticed the same way. Nothing made is lost: a Gatys render shows its
+picture so far about once a second (the handler is a generator), so a stopped one keeps the latest of them, saved
+with its settings; a stopped walk finishes its file with the frames made so far, which the Stop handler shows (the
+cancelled event cannot).
 
 On Hugging Face ZeroGPU Spaces (when the `spaces` package can be imported) the compute handlers are wrapped in
 `spaces.GPU`; elsewhere they run as they are. Weights that are not cached are fetched when first needed, with a
@@ -47,6 +49,7 @@ from studio.api import (
     GenerationResult,
     Studio,
     StylizeResult,
+    WalkResult,
     read_png_settings,
 )
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
@@ -65,7 +68,8 @@ STYLIZE_STEPS = (1, 1000)
 MAX_UI_BATCH = 8
 MAX_WALK_FRAMES_UI = 600
 PICTURE_EVERY_SECONDS = 1.0  # how often a Gatys render shows its picture so far
-WALK_STOPPED = "**Stopped.** A stopped walk writes no file: fewer frames make a shorter walk."
+WALK_STOPPED = "**Stopped** before the first frames were made."
+WALK_STOP_WAIT_SECONDS = 120  # how long Stop waits for a walk to finish the file of the frames it made
 STYLIZE_STOPPED = "**Stopped** before the first picture."
 STYLE_SLOTS = 3
 STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
@@ -340,31 +344,57 @@ class CheckedSlider(gr.Slider):
         return gr.Number.round_to_precision(payload, self.precision)
 
 
-class _StopFlags:
-    """One `threading.Event` per (browser session, job kind): Stop sets it, the running job's progress sees it."""
+class _Job:
+    """A running stoppable job. Stop sets `stop_requested`; the job's progress callback reads it.
+
+    A Stop button that also cancels the job's event (so that a queued job goes too) leaves the job no way to show
+    what it made before it stopped, so the job hands its last outputs over here and the Stop handler shows them.
+    """
 
     def __init__(self) -> None:
-        self._flags: dict[tuple[str, str], threading.Event] = {}
+        self.stop_requested = threading.Event()
+        self._ended = threading.Event()
+        self._outputs: tuple[Any, ...] | None = None
+
+    def hand_over(self, outputs: tuple[Any, ...]) -> None:
+        self._outputs = outputs
+        self._ended.set()
+
+    def end(self) -> None:
+        self._ended.set()
+
+    def outputs(self, timeout: float) -> tuple[Any, ...] | None:
+        """The outputs handed over, waiting up to `timeout` seconds for the job to end; None if it gave none."""
+        self._ended.wait(timeout)
+        return self._outputs
+
+
+class _RunningJobs:
+    """The running job of each (browser session, job kind)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], _Job] = {}
         self._lock = threading.Lock()
 
-    def start(self, session: str, kind: str) -> threading.Event:
+    def start(self, session: str, kind: str) -> _Job:
         with self._lock:
-            flag = threading.Event()
-            self._flags[(session, kind)] = flag
-            return flag
+            job = _Job()
+            self._jobs[(session, kind)] = job
+            return job
 
-    def stop(self, session: str, kind: str) -> bool:
+    def stop(self, session: str, kind: str) -> _Job | None:
+        """Ask the running job to stop; returns it, or None when none was running."""
         with self._lock:
-            flag = self._flags.get((session, kind))
-        if flag is None:
-            return False
-        flag.set()
-        return True
+            job = self._jobs.get((session, kind))
+        if job is not None:
+            job.stop_requested.set()
+        return job
 
-    def finish(self, session: str, kind: str, flag: threading.Event) -> None:
+    def finish(self, session: str, kind: str, job: _Job) -> None:
+        job.end()
         with self._lock:
-            if self._flags.get((session, kind)) is flag:
-                del self._flags[(session, kind)]
+            if self._jobs.get((session, kind)) is job:
+                del self._jobs[(session, kind)]
 
 
 def _session(request: gr.Request | None) -> str:
@@ -477,7 +507,7 @@ class StudioUI:
     def __init__(self, studio: Studio, *, outputs: _Outputs | None = None) -> None:
         self.studio = studio
         self.outputs = outputs or _Outputs()
-        self.stops = _StopFlags()
+        self.jobs = _RunningJobs()
 
     # model helpers
 
@@ -672,7 +702,7 @@ class StudioUI:
         self._ensure_style_weights(arguments["method"], progress)
         progress(0, desc="Stylizing")
         shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
-        with self._stoppable(request, "stylize", progress, "steps") as on_progress:
+        with self._stoppable(request, "stylize", progress, "steps") as (on_progress, _):
 
             def render(on_picture: PictureSoFar) -> StylizeResult:
                 return self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture)
@@ -915,7 +945,7 @@ class StudioUI:
             raise ValueError(f"format must be mp4, webm, gif or zip, got {video_format!r}")
         out = self.outputs.path(f"walk-{model}-{'-'.join(map(str, keyframes[:6]))}", suffix)
         progress(0, desc="Rendering the walk")
-        with self._stoppable(request, "walk", progress, "frames") as on_progress:
+        with self._stoppable(request, "walk", progress, "frames") as (on_progress, job):
             try:
                 result = self.studio.walk(
                     model=model,
@@ -932,17 +962,31 @@ class StudioUI:
                     style_strength=_number(style_strength, "style strength"),
                     out=out,
                     on_progress=on_progress,
+                    keep_partial=True,
                 )
             except Cancelled:
-                yield gr.update(), gr.update(), WALK_STOPPED
-                return
+                outputs: tuple[Any, Any, str] = (gr.update(), gr.update(), WALK_STOPPED)
+            else:
+                playable = str(result.path) if fmt in ("mp4", "webm") else None
+                outputs = (playable, str(result.path), self._walk_info(result, model, keyframes))
+            job.hand_over(outputs)  # a Stop on the page cancels this event: its handler shows these instead
+        yield outputs
+
+    @staticmethod
+    def _walk_info(result: WalkResult, model: str, keyframes: list[int]) -> str:
+        settings = result.settings
         summary = (
             f"**{model}** · keyframes {', '.join(map(str, keyframes))} · {result.frames} frames at {result.fps:g} fps "
-            f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {fmt.upper()} · "
+            f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {settings['format'].upper()} · "
             f"rendered in {result.seconds:.1f} s"
         )
-        playable = str(result.path) if fmt in ("mp4", "webm") else None
-        yield playable, str(result.path), summary
+        if not result.stopped_early:
+            return summary
+        loop_note = ", so it does not loop back to the start" if settings["loop"] else ""
+        return (
+            f"**Stopped** after {result.frames} of {settings['frames']} frames: the file holds those"
+            f"{loop_note}.\n\n{summary}"
+        )
 
     @staticmethod
     def walk_preview(file: str | None) -> tuple[Any, Any]:
@@ -954,34 +998,48 @@ class StudioUI:
             value=file if is_gif else None, visible=is_gif
         )
 
-    def stop(self, kind: str, note: str = "") -> Callable[..., Any]:
-        """A Stop button's handler: stops this visitor's running `kind` job; with a `note`, returns it for the job's
-        summary (or no change when nothing was running)."""
+    def stop(self, kind: str) -> Callable[..., None]:
+        """A Stop button's handler without outputs: stops this visitor's running `kind` job."""
 
-        def stop_job(request: gr.Request = None) -> Any:  # type: ignore[assignment]
-            stopped = self.stops.stop(_session(request), kind)
-            if not note:  # a handler without outputs
-                return None
-            return note if stopped else gr.update()
+        def stop_job(request: gr.Request = None) -> None:  # type: ignore[assignment]
+            self.jobs.stop(_session(request), kind)
 
         stop_job.__name__ = f"stop_{kind}"
         return stop_job
 
+    def stop_walk(self, request: gr.Request = None) -> tuple[Any, Any, Any, Any]:  # type: ignore[assignment]
+        """Stop this visitor's walk and show the file of the frames it made: the video player (MP4, WebM), the GIF
+        box, the download and the summary. No change when no walk was running."""
+        job = self.jobs.stop(_session(request), "walk")
+        if job is None:
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        outputs = job.outputs(timeout=WALK_STOP_WAIT_SECONDS)
+        if outputs is None:  # the walk failed, or is still finishing its file
+            return gr.update(), gr.update(), gr.update(), WALK_STOPPED
+        playable, file, summary = outputs
+        if not isinstance(file, str):  # stopped before any frame: nothing to show
+            return gr.update(), gr.update(), gr.update(), summary
+        video, gif = self.walk_preview(file)
+        return gr.update(value=playable, visible=video["visible"]), gif, file, summary
+
     @contextlib.contextmanager
-    def _stoppable(self, request: gr.Request | None, kind: str, progress: Any, unit: str) -> Iterator[Any]:
-        """An `on_progress(done, total)` for the studio: moves the progress bar and answers False once stopped."""
+    def _stoppable(
+        self, request: gr.Request | None, kind: str, progress: Any, unit: str
+    ) -> Iterator[tuple[Callable[[int, int], bool], _Job]]:
+        """An `on_progress(done, total)` for the studio, which moves the progress bar and answers False once the
+        job is stopped, and the running job."""
         session = _session(request)
-        flag = self.stops.start(session, kind)
+        job = self.jobs.start(session, kind)
 
         def on_progress(done: int, total: int) -> bool:
             if progress is not None:
                 progress((int(done), int(total)), desc=f"{kind.capitalize()}: {done} of {total} {unit}", unit=unit)
-            return not flag.is_set() and _event_still_running()
+            return not job.stop_requested.is_set() and _event_still_running()
 
         try:
-            yield on_progress
+            yield on_progress, job
         finally:
-            self.stops.finish(session, kind, flag)
+            self.jobs.finish(session, kind, job)
 
     def _save_generation(self, result: GenerationResult) -> list[Path]:
         paths = []
@@ -1535,9 +1593,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             api_visibility="private",
         )
         walk_stop.click(
-            ui.stop("walk", note=WALK_STOPPED),
+            ui.stop_walk,
             None,
-            walk_info,
+            [walk_video, walk_gif, walk_file, walk_info],
             cancels=[walk_event],
             api_name="stop_walk",
             queue=False,

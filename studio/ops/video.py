@@ -446,7 +446,9 @@ class VideoWriter:
 class WalkVideo:
     """A rendered walk. path: the finished file. frames: frames in it. width, height: output pixels.
     codec: "h264" | "vp9" | "gif" | "png". seconds_generating: latents -> uint8 frames (synthesis, transforms,
-    device transfer). seconds_encoding: resizing, colour conversion, encoding and writing."""
+    device transfer). seconds_encoding: resizing, colour conversion, encoding and writing. planned_frames: the
+    frames asked for; fewer are in the file when the render was stopped and kept its first frames (`stopped_early`).
+    """
 
     path: Path
     format: str
@@ -457,6 +459,11 @@ class WalkVideo:
     codec: str
     seconds_generating: float
     seconds_encoding: float
+    planned_frames: int
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.frames < self.planned_frames
 
     @property
     def duration(self) -> float:
@@ -479,6 +486,7 @@ def render_walk(
     latent_transform: Callable[[Tensor], Tensor] | None = None,
     frame_transform: Callable[[Tensor], Tensor] | None = None,
     on_progress: ProgressFn | None = None,
+    keep_partial: bool = False,
 ) -> WalkVideo:
     """Generate the frames of a walk batch by batch and stream them into a video file.
 
@@ -488,8 +496,10 @@ def render_walk(
     synthesize: (B, D) latents [, (B, C) labels] -> (B, 3, H, W) float in [-1, 1].
     latent_transform: applied to each (B, D) batch before synthesis (truncation, direction offsets).
     frame_transform: applied to each (B, 3, H, W) batch of images in [-1, 1] after synthesis (e.g. AdaIN).
-    on_progress(done, total): after each batch; returning False cancels. Cancelling (or `Cancelled`/any error
-    raised by a callback) deletes the partial file and raises `studio.ops.common.Cancelled` (or the error).
+    on_progress(done, total): after each batch; returning False stops. A stop deletes the partial file and raises
+    `studio.ops.common.Cancelled`; with `keep_partial` it finishes the file with the frames made so far instead and
+    returns it (`WalkVideo.stopped_early`). An error (`Cancelled` included) raised by a callback always deletes the
+    partial file and propagates.
     fps, format, size, upscale, crf: see `VideoWriter`. Returns a `WalkVideo`.
     """
     if latents.dim() != 2 or latents.shape[0] < 1:
@@ -520,7 +530,9 @@ def render_walk(
             seconds_generating += time.perf_counter() - started
             writer.write(frames)
             done = start + z.shape[0]
-            if on_progress is not None and on_progress(done, total) is False:
+            if on_progress is not None and on_progress(done, total) is False and done < total:
+                if keep_partial:
+                    break
                 raise Cancelled(f"walk render cancelled after {done} of {total} frames")
     return WalkVideo(
         path=writer.path,
@@ -532,4 +544,5 @@ def render_walk(
         codec=writer.codec,
         seconds_generating=seconds_generating,
         seconds_encoding=writer.seconds_encoding,
+        planned_frames=total,
     )

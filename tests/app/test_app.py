@@ -384,47 +384,60 @@ def test_walk_style_needs_adain_weights_offline(client: Client, shared_data: Pat
     assert "Traceback" not in str(caught.value)
 
 
-def test_cancelling_a_walk_stops_the_render(client: Client) -> None:
-    outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
-    before = set(outputs.glob("*walk-*"))
-    job = client.submit(
-        "omniart-eyes", "1, 2, 3, 4", 600, 24, True, "spline", "mp4", 1.0, "blue", "512", None, 1.0, api_name="/walk"
-    )
+def _wait_for_frames(job) -> None:
+    """Until the job reports its first batch of frames done (the render is under way)."""
 
     def frames_done() -> int:
         units = job.status().progress_data or []
         return max((unit.index or 0 for unit in units if unit.length), default=0)
 
     deadline = time.monotonic() + 60
-    while frames_done() < 1 and time.monotonic() < deadline:  # the first batch of frames is encoded
+    while frames_done() < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert frames_done() >= 1, "the render never started"
+
+
+def test_cancelling_a_walk_stops_the_render(client: Client) -> None:
+    outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
+    before = set(outputs.glob("*walk-*"))
+    job = client.submit(
+        "omniart-eyes", "1, 2, 3, 4", 600, 24, True, "spline", "mp4", 1.0, "blue", "512", None, 1.0, api_name="/walk"
+    )
+    _wait_for_frames(job)
     partial = [path for path in outputs.glob(".walk-*.part") if path not in before]
-    assert frames_done() >= 1 and partial, "the render never started"
+    assert partial, "the render should be writing its hidden partial file"
     job.cancel()
-    # The video is written to a hidden .part file that render_walk deletes only when it is stopped (and renames on
-    # success): the file going away with no finished video proves the computation itself ended.
+    # The video is written to a hidden .part file, renamed when the render ends: its going away, with far fewer than
+    # the 600 frames in the finished file, proves the computation itself ended.
     deadline = time.monotonic() + 30
     while partial[0].exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not partial[0].exists(), "the walk kept rendering after the job was cancelled"
-    assert not [path for path in outputs.glob("walk-*-1-2-3-4-*.mp4") if path not in before]
+    (finished,) = [path for path in outputs.glob("walk-*-1-2-3-4-*.mp4") if path not in before]
+    assert 16 <= len(_decode(str(finished))[0]) < 600
     assert _walk(client, frames=4)[2]  # the server (and the walk's concurrency slot) is free again
 
 
-def test_the_stop_button_ends_a_walk_with_a_note_instead_of_an_error(client: Client) -> None:
+def test_the_stop_button_keeps_the_frames_a_walk_made(client: Client) -> None:
     from studio.ui import WALK_STOPPED
 
-    assert client.predict(api_name="/stop_walk") == {"__type__": "update"}  # nothing running: nothing changes
+    nothing = {"__type__": "update"}
+    assert client.predict(api_name="/stop_walk") == (nothing, nothing, nothing, nothing)  # nothing running
     job = client.submit(
         "omniart-eyes", "5, 6", 600, 24, True, "spline", "mp4", 1.0, "blue", "512", None, 1.0, api_name="/walk"
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(unit.length for unit in (job.status().progress_data or [])):
-        time.sleep(0.05)
+    _wait_for_frames(job)
     endings = len(STUDIO.endings)
-    assert client.predict(api_name="/stop_walk") == WALK_STOPPED  # the same visitor (session) as the walk
-    video, file, summary = job.result(timeout=30)
-    assert summary == WALK_STOPPED and STUDIO.endings[endings:] == [("walk", "Cancelled")]
+    player, gif, file, note = client.predict(api_name="/stop_walk")  # the same visitor (session) as the walk
+    video, walk_file, summary = job.result(timeout=30)
+    assert STUDIO.endings[endings:] == [("walk", "finished")]
+    # Stop shows the file of the frames made (the page cancels the walk's event, so the walk cannot show it itself)
+    made = re.match(r"\*\*Stopped\*\* after (\d+) of 600 frames: the file holds those, so it does not loop", note)
+    assert made and note == summary and summary != WALK_STOPPED
+    assert Path(file).read_bytes() == Path(walk_file).read_bytes() == Path(player["value"]).read_bytes()
+    assert player["visible"] is True and gif["visible"] is False
+    frames, _ = _decode(walk_file)
+    assert len(frames) == int(made.group(1)) and frames[0].shape == (512, 512, 3)
 
 
 # --- Stylize --------------------------------------------------------------------------------------------------------

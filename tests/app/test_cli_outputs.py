@@ -130,3 +130,25 @@ def test_ctrl_c_before_any_step_saves_nothing(tmp_path: Path, monkeypatch: pytes
     out = tmp_path / "kept" / "stylized.png"
     assert main(_stylize(content, style, out)) == 130
     assert not out.parent.exists()
+
+
+def test_ctrl_c_during_a_walk_keeps_the_frames_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import signal
+
+    from studio import cli
+
+    reports: list[int] = []
+
+    def ctrl_c_after_the_first_batch(bar: cli._ProgressBar, done: int, total: int | None) -> None:
+        reports.append(done)
+        if done == 16:
+            signal.raise_signal(signal.SIGINT)  # a real SIGINT, as a terminal sends it
+
+    monkeypatch.setattr(cli._ProgressBar, "__call__", ctrl_c_after_the_first_batch)
+    out = tmp_path / "walk.gif"
+    assert main(["walk", "--seeds", "1,2", "--frames", "48", "--out", str(out)]) == 130
+    assert f"interrupted: {out} holds the first 16 of 48 frames" in capsys.readouterr().err
+    assert reports == [16] and Image.open(out).n_frames == 16
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C quits again afterwards

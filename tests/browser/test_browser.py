@@ -232,12 +232,20 @@ def test_stop_button_ends_a_long_walk(page) -> None:
     assert list(outputs.glob(".walk-*.part")), "the render should be writing its hidden partial file"
     page.locator("#walk-stop").click()
     page.wait_for_function("() => !/Walk: [0-9]+ of 600/.test(document.body.innerText)", timeout=30_000)
-    # the server stopped too: render_walk deletes its partial file only when stopped, and no video was finished
+    # the server stopped too: the hidden partial file became the finished video of the frames made
     deadline = time.monotonic() + 30
     while list(outputs.glob(".walk-*.part")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not list(outputs.glob(".walk-*.part"))
-    assert page.locator("#walk-info").inner_text().startswith("Stopped. A stopped walk writes no file")
+    page.wait_for_function("() => document.querySelector('#walk-info')?.innerText.startsWith('Stopped after')")
+    info = page.locator("#walk-info").inner_text()
+    made = re.match(r"Stopped after (\d+) of 600 frames: the file holds those", info)
+    seconds = re.search(r"(\d+) frames at ([0-9.]+) fps \(([0-9.]+) s\)", info)
+    assert made and seconds and seconds.group(1) == made.group(1) and 16 <= int(made.group(1)) < 600
+    # the player shows that shorter video
+    page.wait_for_function("() => document.querySelector('#walk-video video')?.readyState >= 1")
+    duration = page.evaluate("() => document.querySelector('#walk-video video').duration")
+    assert abs(duration - int(made.group(1)) / float(seconds.group(2))) < 0.1
     _assert_no_error_toast(page)
     frames.fill("12")
     frames.press("Tab")

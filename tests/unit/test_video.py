@@ -221,6 +221,56 @@ def test_cancelling_leaves_no_file_and_no_temp(tmp_path, suffix):
     assert leftovers(tmp_path) == []
 
 
+def frames_in(path: Path) -> list[np.ndarray]:
+    """The frames of a walk file of any format, as (H, W, 3) uint8 arrays."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            return [np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB")) for name in names]
+    if path.suffix == ".gif":
+        with Image.open(path) as gif:
+            frames = []
+            for index in range(gif.n_frames):
+                gif.seek(index)
+                frames.append(np.asarray(gif.convert("RGB")))
+            return frames
+    return decode(path)[1]
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "gif", "webm", "zip"])
+def test_a_stop_with_keep_partial_finishes_the_file_with_the_frames_made(tmp_path, suffix):
+    out = tmp_path / f"walk.{suffix}"
+    colours = [(40 + 8 * i, 200 - 8 * i, 120) for i in range(20)]
+    result = render_walk(
+        colour_latents(colours),
+        synthesize=flat_colour,
+        out=out,
+        fps=10,
+        batch_size=4,
+        on_progress=lambda done, total: done < 8,  # stop after the second batch
+        keep_partial=True,
+    )
+    assert (result.frames, result.planned_frames, result.stopped_early) == (8, 20, True)
+    assert leftovers(tmp_path) == [out.name]  # the finished file, no hidden temporary one
+    frames = frames_in(out)
+    assert len(frames) == 8
+    tolerance = 0 if suffix == "zip" else 12  # lossy codecs, GIF palette
+    for frame, colour in zip(frames, colours[:8], strict=True):
+        assert np.abs(frame[HEIGHT // 2, WIDTH // 2].astype(int) - colour).max() <= tolerance
+
+
+def test_a_stop_after_the_last_frame_keeps_the_whole_walk(tmp_path):
+    out = tmp_path / "walk.gif"
+    result = render_walk(
+        noise_loop(frames=12, dim=4, seed=0),
+        synthesize=flat_colour,
+        out=out,
+        batch_size=4,
+        on_progress=lambda done, total: done < total,
+    )
+    assert (result.frames, result.stopped_early) == (12, False) and len(frames_in(out)) == 12
+
+
 def test_failed_render_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
     out = tmp_path / "walk.mp4"
     out.write_bytes(b"previous render")

@@ -73,6 +73,27 @@ def test_cancelling_leaves_no_file(studio: Studio, tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stop_can_keep_the_frames_made(studio: Studio, tmp_path) -> None:
+    full = studio.walk(model="omniart-eyes", seeds=[1, 2], frames=40, loop=True, out=tmp_path / "full.gif")
+    stopped = studio.walk(
+        model="omniart-eyes",
+        seeds=[1, 2],
+        frames=40,
+        loop=True,
+        out=tmp_path / "stopped.gif",
+        on_progress=lambda done, total: done < 16,  # the first batch (16 frames) only
+        keep_partial=True,
+    )
+    assert (stopped.frames, stopped.settings["frames"], stopped.stopped_early) == (16, 40, True)
+    assert not full.stopped_early
+    with Image.open(stopped.path) as partial, Image.open(full.path) as whole:
+        assert partial.n_frames == 16
+        for index in (0, 15):  # the same frames as the whole walk's
+            partial.seek(index)
+            whole.seek(index)
+            assert np.array_equal(np.asarray(partial.convert("RGB")), np.asarray(whole.convert("RGB")))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
