@@ -480,6 +480,7 @@ def render_walk(
     fps: float = 30,
     format: str | None = None,
     batch_size: int = 16,
+    max_batch_pixels: int | None = None,
     size: int | tuple[int, int] | None = None,
     upscale: str = "lanczos",
     crf: int | None = None,
@@ -496,6 +497,9 @@ def render_walk(
     synthesize: (B, D) latents [, (B, C) labels] -> (B, 3, H, W) float in [-1, 1].
     latent_transform: applied to each (B, D) batch before synthesis (truncation, direction offsets).
     frame_transform: applied to each (B, 3, H, W) batch of images in [-1, 1] after synthesis (e.g. AdaIN).
+    batch_size: frames per batch. max_batch_pixels: if given, the first batch is one frame, and later ones hold at
+    most this many synthesized pixels (at least one frame): on a CPU, where batching gains little, big frames are
+    then reported, and can be stopped, one by one instead of every `batch_size` frames.
     on_progress(done, total): after each batch; returning False stops. A stop deletes the partial file and raises
     `studio.ops.common.Cancelled`; with `keep_partial` it finishes the file with the frames made so far instead and
     returns it (`WalkVideo.stopped_early`). An error (`Cancelled` included) raised by a callback always deletes the
@@ -506,6 +510,8 @@ def render_walk(
         raise ValueError(f"latents must be a (frames, D) tensor with at least one frame, got {tuple(latents.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_batch_pixels is not None and max_batch_pixels < 1:
+        raise ValueError(f"max_batch_pixels must be at least 1 (or None), got {max_batch_pixels}")
     total = latents.shape[0]
     if labels is not None:
         if labels.dim() == 1:
@@ -515,13 +521,15 @@ def render_walk(
         labels = labels.to(latents.device)
     writer = VideoWriter(out, fps=fps, format=format, size=size, upscale=upscale, crf=crf)
     seconds_generating = 0.0
+    this_batch = 1 if max_batch_pixels is not None else batch_size
+    start = 0
     with writer, torch.inference_mode():
-        for start in range(0, total, batch_size):
+        while start < total:
             started = time.perf_counter()
-            z = latents[start : start + batch_size]
+            z = latents[start : start + this_batch]
             if latent_transform is not None:
                 z = latent_transform(z)
-            images = synthesize(z) if labels is None else synthesize(z, labels[start : start + batch_size])
+            images = synthesize(z) if labels is None else synthesize(z, labels[start : start + this_batch])
             if frame_transform is not None:
                 images = frame_transform(images)
             if images.dim() != 4 or images.shape[:2] != (z.shape[0], 3):
@@ -529,11 +537,13 @@ def render_walk(
             frames = signed_to_uint8(images).cpu()  # waits for the device: generation time ends here
             seconds_generating += time.perf_counter() - started
             writer.write(frames)
-            done = start + z.shape[0]
-            if on_progress is not None and on_progress(done, total) is False and done < total:
+            start += z.shape[0]
+            if max_batch_pixels is not None:
+                this_batch = max(1, min(batch_size, max_batch_pixels // (images.shape[2] * images.shape[3])))
+            if on_progress is not None and on_progress(start, total) is False and start < total:
                 if keep_partial:
                     break
-                raise Cancelled(f"walk render cancelled after {done} of {total} frames")
+                raise Cancelled(f"walk render cancelled after {start} of {total} frames")
     return WalkVideo(
         path=writer.path,
         format=writer.format,

@@ -200,6 +200,34 @@ def test_transforms_labels_and_progress(tmp_path):
     assert np.abs(pixel.astype(int) - [255 - 30, 255 - 50, 255 - 200]).max() <= 2
 
 
+def test_a_pixel_budget_renders_one_frame_first_then_batches_that_fit(tmp_path):
+    seen_batches, seen_labels, progress = [], [], []
+
+    def synthesize(latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        seen_batches.append(latents.shape[0])
+        seen_labels.append(labels.clone())
+        return flat_colour(latents)
+
+    latents = noise_loop(frames=10, dim=4, seed=1)
+    labels = label_path(torch.eye(2), frames=10)
+    budgeted = render_walk(
+        latents,
+        synthesize=synthesize,
+        labels=labels,
+        out=tmp_path / "budgeted.zip",
+        batch_size=4,
+        max_batch_pixels=3 * HEIGHT * WIDTH,  # three frames
+        on_progress=lambda done, total: progress.append(done),
+    )
+    assert seen_batches == [1, 3, 3, 3] and progress == [1, 4, 7, 10]
+    assert torch.equal(torch.cat(seen_labels), labels)
+    whole = render_walk(latents, synthesize=synthesize, labels=labels, out=tmp_path / "whole.zip", batch_size=4)
+    assert budgeted.frames == whole.frames == 10
+    assert all(np.array_equal(a, b) for a, b in zip(frames_in(budgeted.path), frames_in(whole.path), strict=True))
+    with pytest.raises(ValueError, match="max_batch_pixels must be at least 1"):
+        render_walk(latents, synthesize=flat_colour, out=tmp_path / "x.zip", max_batch_pixels=0)
+
+
 @pytest.mark.parametrize("suffix", ["mp4", "gif", "webm", "zip"])
 def test_cancelling_leaves_no_file_and_no_temp(tmp_path, suffix):
     out = tmp_path / f"walk.{suffix}"
