@@ -46,6 +46,7 @@ MAX_SEED = 2**32 - 1
 PSI_RANGE = (0.0, 1.5)
 DIRECTION_AMOUNT_LIMIT = 10.0
 MAX_WALK_FRAMES = 3600
+WALK_SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}
 # On a CPU a walk synthesizes at most this many pixels per batch (16 frames of 128 px): batching gains little there,
 # so a 1024 px model reports progress, and stops, frame by frame instead of every 16 frames (11 s and 4.5 GB apart).
 WALK_CPU_BATCH_PIXELS = 16 * 128 * 128
@@ -176,6 +177,19 @@ class WalkResult:
     def stopped_early(self) -> bool:
         """True when a stop kept the walk's first frames: `frames` is then below `settings["frames"]`."""
         return self.frames < self.settings["frames"]
+
+
+def walk_file_stem(model: str, seeds: Sequence[int]) -> str:
+    """How a new walk file's name starts: the model and the first six keyframe seeds."""
+    return f"walk-{model}-{'-'.join(map(str, list(seeds)[:6]))}"
+
+
+def walk_suffix(format: str) -> str:
+    """The file suffix of a walk format (mp4, webm, gif, zip); ValueError for any other."""
+    suffix = WALK_SUFFIXES.get(str(format).lower())
+    if suffix is None:
+        raise ValueError(f"video format must be one of {tuple(WALK_SUFFIXES)}, got {format!r}")
+    return suffix
 
 
 def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationSettings) -> None:
@@ -661,9 +675,8 @@ class Studio:
         if style is not None:
             frame_transform = self._walk_stylizer(style, strength=style_strength)
         if out is None:
-            suffix = {"mp4": ".mp4", "gif": ".gif", "webm": ".webm", "zip": ".zip"}.get(format or "mp4", ".mp4")
-            seeds_text = "-".join(map(str, keyframe_seeds[:6]))
-            out = self._temporary_folder() / f"walk-{model}-{seeds_text}-{secrets.token_hex(4)}{suffix}"
+            name = f"{walk_file_stem(model, keyframe_seeds)}-{secrets.token_hex(4)}{walk_suffix(format or 'mp4')}"
+            out = self._temporary_folder() / name
         rendered = video.render_walk(
             latents,
             synthesize=synthesize,

@@ -51,6 +51,8 @@ from studio.api import (
     StylizeResult,
     WalkResult,
     read_png_settings,
+    walk_file_stem,
+    walk_suffix,
 )
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached, is_offline
@@ -940,10 +942,7 @@ class StudioUI:
         keyframes = parse_seeds(seeds)
         side = 0 if size in (None, "", "native") else _whole(size, "size", 0, 4096)
         fmt = str(video_format or "mp4").lower()
-        suffix = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}.get(fmt)
-        if suffix is None:
-            raise ValueError(f"format must be mp4, webm, gif or zip, got {video_format!r}")
-        out = self.outputs.path(f"walk-{model}-{'-'.join(map(str, keyframes[:6]))}", suffix)
+        out = self.outputs.path(walk_file_stem(model, keyframes), walk_suffix(fmt))
         progress(0, desc="Rendering the walk")
         with self._stoppable(request, "walk", progress, "frames") as (on_progress, job):
             try:

@@ -123,6 +123,13 @@ def test_bad_walk_settings_are_refused(studio: Studio, tmp_path, kwargs, message
         studio.walk(**{"model": "omniart-eyes", "seeds": [1, 2], "frames": 4, "out": tmp_path / "x.mp4", **kwargs})
 
 
+def test_walks_without_a_path_are_named_after_model_and_seeds(studio: Studio) -> None:
+    walk = studio.walk(model="omniart-eyes", seeds=[3, 14], frames=2, format="gif")
+    assert walk.path.name.startswith("walk-omniart-eyes-3-14-") and walk.path.suffix == ".gif"
+    with pytest.raises(ValueError, match="video format must be one of"):
+        studio.walk(model="omniart-eyes", seeds=[3, 14], frames=2, format="avi")
+
+
 def test_cli_walk_writes_the_number_of_frames_asked_for(tmp_path) -> None:
     out = tmp_path / "walk.gif"
     assert cli_main(["walk", "--seeds", "3,14,15", "--frames", "9", "--fps", "10", "--loop", "--out", str(out)]) == 0
