@@ -172,14 +172,22 @@ def test_nearest_upscale_repeats_pixels(tmp_path):
 # --- hooks, labels, progress, cancellation --------------------------------------------------------------------------
 
 
-def test_transforms_labels_and_progress(tmp_path):
-    seen_batches, seen_labels, progress = [], [], []
+class RecordingSynthesizer:
+    """`flat_colour` with labels, remembering each batch's size and labels."""
 
-    def synthesize(latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        seen_batches.append(latents.shape[0])
-        seen_labels.append(labels.clone())
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.labels: list[torch.Tensor] = []
+
+    def __call__(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.batches.append(latents.shape[0])
+        self.labels.append(labels.clone())
         return flat_colour(latents)
 
+
+def test_transforms_labels_and_progress(tmp_path):
+    synthesize = RecordingSynthesizer()
+    progress = []
     latents = colour_latents([(200, 50, 30)] * 10)
     labels = label_path(torch.eye(2), frames=10)
     result = render_walk(
@@ -192,8 +200,8 @@ def test_transforms_labels_and_progress(tmp_path):
         frame_transform=lambda images: images.flip(1),  # RGB -> BGR, applied after synthesis
         on_progress=lambda done, total: progress.append((done, total)),
     )
-    assert seen_batches == [4, 4, 2]
-    assert torch.equal(torch.cat(seen_labels), labels)
+    assert synthesize.batches == [4, 4, 2]
+    assert torch.equal(torch.cat(synthesize.labels), labels)
     assert progress == [(4, 10), (8, 10), (10, 10)]
     with zipfile.ZipFile(result.path) as archive:
         pixel = np.asarray(Image.open(io.BytesIO(archive.read("frame_00000.png"))))[0, 0]
@@ -201,13 +209,8 @@ def test_transforms_labels_and_progress(tmp_path):
 
 
 def test_a_pixel_budget_renders_one_frame_first_then_batches_that_fit(tmp_path):
-    seen_batches, seen_labels, progress = [], [], []
-
-    def synthesize(latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        seen_batches.append(latents.shape[0])
-        seen_labels.append(labels.clone())
-        return flat_colour(latents)
-
+    synthesize = RecordingSynthesizer()
+    progress = []
     latents = noise_loop(frames=10, dim=4, seed=1)
     labels = label_path(torch.eye(2), frames=10)
     budgeted = render_walk(
@@ -219,8 +222,8 @@ def test_a_pixel_budget_renders_one_frame_first_then_batches_that_fit(tmp_path):
         max_batch_pixels=3 * HEIGHT * WIDTH,  # three frames
         on_progress=lambda done, total: progress.append(done),
     )
-    assert seen_batches == [1, 3, 3, 3] and progress == [1, 4, 7, 10]
-    assert torch.equal(torch.cat(seen_labels), labels)
+    assert synthesize.batches == [1, 3, 3, 3] and progress == [1, 4, 7, 10]
+    assert torch.equal(torch.cat(synthesize.labels), labels)
     whole = render_walk(latents, synthesize=synthesize, labels=labels, out=tmp_path / "whole.zip", batch_size=4)
     assert budgeted.frames == whole.frames == 10
     assert all(np.array_equal(a, b) for a, b in zip(frames_in(budgeted.path), frames_in(whole.path), strict=True))
