@@ -324,9 +324,11 @@ def _walk(args: argparse.Namespace) -> int:
         else:  # a single class, whose name may hold commas
             classes = text
     out = _output_file(args.out, suffixes=sorted(SUFFIX_FORMATS, key=lambda suffix: suffix != ".mp4"))
-    with _ProgressBar(unit="frame", desc="walk") as bar, _first_ctrl_c_asks_to_stop() as stop_asked:
+    started = threading.Event()  # frames were made: from then on a Ctrl-C keeps them
+    with _ProgressBar(unit="frame", desc="walk") as bar, _ctrl_c_asks_to_stop_once(started) as stop_asked:
 
         def on_progress(done: int, total: int) -> bool:
+            started.set()
             bar(done, total)
             return not stop_asked.is_set()
 
@@ -363,17 +365,20 @@ def _walk(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _first_ctrl_c_asks_to_stop() -> Iterator[threading.Event]:
-    """While inside, the first Ctrl-C sets the event (the job stops at its next progress report and keeps what it
-    made) instead of raising KeyboardInterrupt wherever the program happens to be; a second Ctrl-C raises it."""
+def _ctrl_c_asks_to_stop_once(started: threading.Event) -> Iterator[threading.Event]:
+    """While inside, the first Ctrl-C after `started` is set sets the event that this yields (the job stops at its
+    next progress report and keeps what it made) instead of raising KeyboardInterrupt wherever the program happens
+    to be. Before `started`, when there is nothing to keep, and the second time, Ctrl-C interrupts at once."""
     asked = threading.Event()
     if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
         yield asked
         return
 
     def ask(signum: int, frame: object) -> None:
-        asked.set()
         signal.signal(signal.SIGINT, previous)
+        if not started.is_set():
+            raise KeyboardInterrupt
+        asked.set()
         print("\nstopping after the frames in hand (Ctrl-C again to quit now)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, ask)

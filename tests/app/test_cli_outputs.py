@@ -153,3 +153,21 @@ def test_ctrl_c_during_a_walk_keeps_the_frames_made(
     assert f"interrupted: {out} holds the first {made} of 48 frames" in capsys.readouterr().err
     assert len(reports) == 2 and 1 < made < 48 and Image.open(out).n_frames == made
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C quits again afterwards
+
+
+def test_ctrl_c_before_a_walk_makes_frames_quits_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    loads: list[str] = []
+    original_load = Studio.load
+
+    def ctrl_c_while_loading(self: Studio, name: str) -> object:
+        loads.append(name)
+        signal.raise_signal(signal.SIGINT)  # during the model load, before any frame
+        return original_load(self, name)
+
+    monkeypatch.setattr(Studio, "load", ctrl_c_while_loading)
+    out = tmp_path / "walks" / "walk.gif"
+    assert main(["walk", "--seeds", "1,2", "--frames", "48", "--out", str(out)]) == 130
+    assert loads and not out.parent.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
