@@ -54,6 +54,7 @@ from studio.api import (
     walk_file_stem,
     walk_suffix,
 )
+from studio.ops.common import check_preserve_color
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached, is_offline
 
@@ -344,6 +345,19 @@ class CheckedSlider(gr.Slider):
 
     def preprocess(self, payload: float) -> float:
         return gr.Number.round_to_precision(payload, self.precision)
+
+
+class CheckedRadio(gr.Radio):
+    """gr.Radio (type="value") whose choice is checked by the event's validator, not by gradio's preprocessing.
+
+    As with CheckedSlider: a value outside the choices otherwise fails inside the validator as a bare HTTP 400; the
+    validator names the parameter and its choices instead. Same browser widget.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: str | int | float | None) -> str | int | float | None:
+        return payload
 
 
 class _Job:
@@ -809,7 +823,7 @@ class StudioUI:
             _verdict(lambda: _in_range(weight_3, "style 3 weight", 0, 1)),
             _verdict(method_can_run),
             _verdict(lambda: _in_range(strength, "strength", 0, 1)),
-            _verdict(lambda: None),
+            _verdict(lambda: check_preserve_color(preserve_color)),
             _verdict(lambda: _whole(size, "size", *STYLIZE_SIZES)),
             _verdict(lambda: _whole(steps, "steps", *STYLIZE_STEPS)),
             _verdict(mask_fits),
@@ -970,6 +984,38 @@ class StudioUI:
                 outputs = (playable, str(result.path), self._walk_info(result, model, keyframes))
             job.hand_over(outputs)  # a Stop on the page cancels this event: its handler shows these instead
         yield outputs
+
+    def check_walk_inputs(
+        self,
+        model: str,
+        seeds: str,
+        frames: Any,
+        fps: Any,
+        loop: bool,
+        easing: str,
+        video_format: str,
+        psi: Any,
+        class_name: str | None,
+        size: Any,
+        style: str | None,
+        style_strength: Any,
+    ) -> list[dict[str, Any]]:
+        """Runs before `walk` (gradio's validator): a value it would refuse is marked on its own control, and an API
+        client is told which parameter it was, instead of a bare "less than minimum"."""
+        from studio.ops.interpolation import check_easing
+
+        return [
+            _verdict(lambda: self._generator_spec(model)),
+            _verdict(lambda: parse_seeds(seeds)),
+            _verdict(lambda: _whole(frames, "frames", 2, MAX_WALK_FRAMES_UI)),
+            _verdict(lambda: _in_range(fps, "fps", 1, 60)),
+            _verdict(lambda: None),  # loop
+            _verdict(lambda: check_easing(easing)),
+            _verdict(lambda: walk_suffix(video_format)),
+            _verdict(lambda: _in_range(psi, "truncation psi", *PSI_RANGE)),
+            *(_verdict(lambda: None) for _ in range(3)),  # class (checked with the model by `walk`), size, style
+            _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),
+        ]
 
     @staticmethod
     def _walk_info(result: WalkResult, model: str, keyframes: list[int]) -> str:
@@ -1297,7 +1343,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 sources=["upload"],
                                 height=160,
                             )
-                        method = gr.Radio(STYLE_METHODS, value="gatys", label="Method", elem_id="stylize-method")
+                        method = CheckedRadio(STYLE_METHODS, value="gatys", label="Method", elem_id="stylize-method")
                         strength = CheckedSlider(
                             0.0,
                             1.0,
@@ -1307,7 +1353,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             info="how much of the style: AdaIN's alpha, Gatys' style/content balance",
                             elem_id="stylize-strength",
                         )
-                        preserve_color = gr.Radio(
+                        preserve_color = CheckedRadio(
                             [
                                 ("keep style colours", "none"),
                                 ("keep photo colours (luminance)", "luminance"),
@@ -1382,18 +1428,20 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             interactive=True,
                         )
                         with gr.Row():
-                            walk_frames = gr.Slider(
+                            walk_frames = CheckedSlider(
                                 2, MAX_WALK_FRAMES_UI, value=96, step=1, label="Frames", elem_id="walk-frames"
                             )
-                            walk_fps = gr.Slider(1, 60, value=24, step=1, label="Frames per second")
+                            walk_fps = CheckedSlider(1, 60, value=24, step=1, label="Frames per second")
                         with gr.Row():
-                            walk_easing = gr.Radio(["spline", "linear", "ease-in-out"], value="spline", label="Easing")
-                            walk_format = gr.Radio(
+                            walk_easing = CheckedRadio(
+                                ["spline", "linear", "ease-in-out"], value="spline", label="Easing"
+                            )
+                            walk_format = CheckedRadio(
                                 ["mp4", "webm", "gif", "zip"], value="mp4", label="Format", elem_id="walk-format"
                             )
                         walk_loop = gr.Checkbox(value=True, label="Loop back to the first keyframe")
                         with gr.Accordion("More", open=False):
-                            walk_psi = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Truncation ψ")
+                            walk_psi = CheckedSlider(*PSI_RANGE, value=1.0, step=0.05, label="Truncation ψ")
                             walk_size = gr.Dropdown(
                                 # text values: the API lists a dropdown's values as strings, so ints were refused
                                 [("native", "native"), ("256 px", "256"), ("512 px", "512")],
@@ -1407,7 +1455,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 sources=["upload", "clipboard"],
                                 height=160,
                             )
-                            walk_strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Style strength")
+                            walk_strength = CheckedSlider(0.0, 1.0, value=1.0, step=0.05, label="Style strength")
                         with gr.Row():
                             walk_button = gr.Button("Render walk", variant="primary", elem_id="walk-button")
                             walk_stop = gr.Button("Stop", variant="stop", elem_id="walk-stop")
@@ -1575,6 +1623,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 walk_strength,
             ],
             [walk_video, walk_file, walk_info],
+            validator=ui.check_walk_inputs,
             api_name="walk",
             api_description="Render a latent walk: model, keyframe seeds ('3, 14, 15'), frames, fps, loop, easing "
             "(spline | linear | ease-in-out), format (mp4 | webm | gif | zip), truncation psi, class, frame size (0 = "

@@ -356,26 +356,31 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    ("arguments", "expected"),
-    [
-        ({"seeds": "3, x, 5"}, "'x' is not one"),
-        ({"seeds": ""}, "at least two keyframe seeds"),
-        ({"seeds": "3", "loop": False}, "at least two keyframe seeds"),
-        ({"seeds": "3, 99999999999"}, "outside"),
-        ({"frames": 1}, "less than minimum"),
-        ({"fmt": "avi"}, "not in the list of choices"),
-        ({"easing": "bounce"}, "not in the list of choices"),
+    ("arguments", "refusal", "expected"),
+    [  # ValidationError: refused before the queue, the message on the control to change
+        ({"seeds": "3, x, 5"}, ValidationError, "- seeds: keyframe seeds are whole numbers separated by commas; 'x'"),
+        ({"seeds": ""}, ValidationError, "- seeds: give at least two keyframe seeds"),
+        ({"seeds": "3, 99999999999"}, ValidationError, "- seeds: seed 99999999999 is outside"),
+        ({"frames": 1}, ValidationError, "- frames: frames must be a whole number from 2 to 600, got 1"),
+        ({"fps": 0}, ValidationError, "- fps: fps must be between 1 and 60, got 0"),
+        ({"psi": 3.0}, ValidationError, "- psi: truncation psi must be between 0 and 1.5, got 3.0"),
+        ({"strength": -1.0}, ValidationError, "- style_strength: style strength must be between 0 and 1"),
+        ({"seeds": "3", "loop": False}, AppError, "at least two keyframe seeds"),
+        ({"fmt": "avi"}, ValidationError, "- video_format: video format must be one of ('mp4', 'webm', 'gif', 'zip')"),
+        ({"easing": "bounce"}, ValidationError, "- easing: easing must be one of"),
     ],
 )
-def test_bad_walk_input_gives_a_message(client: Client, arguments: dict, expected: str) -> None:
-    with pytest.raises(AppError, match=expected):
+def test_bad_walk_input_gives_a_message(
+    client: Client, arguments: dict, refusal: type[Exception], expected: str
+) -> None:
+    with pytest.raises(refusal, match=re.escape(expected)):
         _walk(client, **arguments)
 
 
 def test_nan_walk_sliders_give_a_message(app_url: str) -> None:
     body = '{"data": ["omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", "native", null, 1.0]}'
     kind, payload = call_raw(app_url, "walk", body)
-    assert kind == "error" and "frames must be a finite number" in payload["error"], payload
+    assert kind == "refused" and "frames: frames must be a finite number" in payload["error"], payload
 
 
 def test_walk_style_needs_adain_weights_offline(client: Client, shared_data: Path) -> None:
@@ -537,6 +542,8 @@ def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch
         ({"styles": ()}, ValidationError, "- style_1: add at least one style picture"),
         ({"size": 8}, ValidationError, "- size: size must be a whole number from 64 to 1024, got 8"),
         ({"steps": 5000}, ValidationError, "- steps: steps must be a whole number from 1 to 1000, got 5000"),
+        ({"method": "cnn"}, ValidationError, "- method: method must be gatys or adain, got 'cnn'"),
+        ({"preserve_color": "sepia"}, ValidationError, "- preserve_color: preserve_color must be one of"),
         ({"strength": 1.5}, ValidationError, "- strength: strength must be between 0 and 1, got 1.5"),
         ({"mask": PAINTING}, ValidationError, "- mask: masks are an AdaIN feature"),
         ({"weights": (0.0, 1.0, 1.0)}, AppError, "weights sum to zero"),
