@@ -54,7 +54,8 @@ from studio.api import (
     walk_file_stem,
     walk_suffix,
 )
-from studio.ops.common import check_preserve_color
+from studio.imaging import max_side_from_env
+from studio.ops.common import check_output_side, check_preserve_color
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached, is_offline
 
@@ -245,6 +246,15 @@ def _seed_or_random(value: Any) -> int:
     if value is None or (isinstance(value, str) and not value.strip()):
         return secrets.randbelow(MAX_SEED + 1)
     return _whole(value, "seed", 0, MAX_SEED)
+
+
+def _walk_side(size: Any) -> int:
+    """The walk's frame size from its menu (text): "native", nothing or 0 is 0, the model's own size; else pixels,
+    checked as the studio does."""
+    if size in (None, "", "native"):
+        return 0
+    side = _number(size, "frame size")
+    return 0 if side == 0 else check_output_side(side, max_side_from_env(), what="frame size")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -954,7 +964,7 @@ class StudioUI:
         """
         spec = self.ensure_weights(model, progress)
         keyframes = parse_seeds(seeds)
-        side = 0 if size in (None, "", "native") else _whole(size, "size", 0, 4096)
+        side = _walk_side(size)
         fmt = str(video_format or "mp4").lower()
         out = self.outputs.path(walk_file_stem(model, keyframes), walk_suffix(fmt))
         progress(0, desc="Rendering the walk")
@@ -1013,7 +1023,9 @@ class StudioUI:
             _verdict(lambda: check_easing(easing)),
             _verdict(lambda: walk_suffix(video_format)),
             _verdict(lambda: _in_range(psi, "truncation psi", *PSI_RANGE)),
-            *(_verdict(lambda: None) for _ in range(3)),  # class (checked with the model by `walk`), size, style
+            _verdict(lambda: None),  # the class: checked with the model, by `walk`
+            _verdict(lambda: _walk_side(size)),
+            _verdict(lambda: None),  # the style picture: read by `walk`
             _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),
         ]
 
@@ -1412,7 +1424,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             with gr.Tab("Latent walk", id="walk"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
-                        walk_model = gr.Dropdown(generators, value=default_model, label="Model", interactive=True)
+                        walk_model = gr.Dropdown(
+                            generators, value=default_model, label="Model", interactive=True, allow_custom_value=True
+                        )
                         walk_seeds = gr.Textbox(
                             value="7, 8, 9, 10",
                             label="Keyframe seeds",
@@ -1447,7 +1461,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 [("native", "native"), ("256 px", "256"), ("512 px", "512")],
                                 value="256",
                                 label="Frame size",
-                                info="upscaled with Lanczos; native is the model's own resolution",
+                                info="upscaled with Lanczos; native is the model's own resolution; or type a size",
+                                allow_custom_value=True,  # checked by the validator, like the model's name
                             )
                             walk_style = UploadedImage(
                                 label="Style every frame like this picture (AdaIN; optional)",

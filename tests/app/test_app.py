@@ -310,10 +310,10 @@ def test_huge_png_header_is_small_and_valid() -> None:
 
 def _walk(client: Client, seeds: str = "3, 14, 15", *, frames: int = 12, fps: float = 12, loop: bool = True,
           easing: str = "spline", fmt: str = "mp4", psi: float = 1.0, class_name: str = "blue", size: str = "native",
-          style: str | None = None, strength: float = 1.0) -> tuple:  # fmt: skip
+          style: str | None = None, strength: float = 1.0, model: str = "omniart-eyes") -> tuple:  # fmt: skip
     style_file = handle_file(style) if style else None
     return client.predict(
-        "omniart-eyes", seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength,
+        model, seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength,
         api_name="/walk",
     )  # fmt: skip
 
@@ -353,6 +353,9 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
     webm, _, _ = _walk(client, fmt="webm", frames=6)
     frames, _ = _decode(webm)
     assert len(frames) == 6
+    _, typed, _ = _walk(client, fmt="gif", frames=3, size="96")  # a size typed into the menu
+    with Image.open(typed) as image:
+        assert image.size == (96, 96)
 
 
 @pytest.mark.parametrize(
@@ -365,6 +368,10 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
         ({"fps": 0}, ValidationError, "- fps: fps must be between 1 and 60, got 0"),
         ({"psi": 3.0}, ValidationError, "- psi: truncation psi must be between 0 and 1.5, got 3.0"),
         ({"strength": -1.0}, ValidationError, "- style_strength: style strength must be between 0 and 1"),
+        ({"size": "8"}, ValidationError, "- size: frame size must be a whole number of pixels, at least 16, got 8"),
+        ({"size": "huge"}, ValidationError, "- size: frame size must be a number, got 'huge'"),
+        ({"model": "no-such-model"}, ValidationError, "- model: no generator named 'no-such-model'"),
+        ({"model": "vgg19-caffe"}, ValidationError, "- model: no generator named 'vgg19-caffe'"),
         ({"seeds": "3", "loop": False}, AppError, "at least two keyframe seeds"),
         ({"fmt": "avi"}, ValidationError, "- video_format: video format must be one of ('mp4', 'webm', 'gif', 'zip')"),
         ({"easing": "bounce"}, ValidationError, "- easing: easing must be one of"),
