@@ -1072,7 +1072,7 @@ class StudioUI:
             return gr.update(), gr.update(), gr.update(), gr.update()
         outputs = job.outputs(timeout=WALK_STOP_WAIT_SECONDS)
         if outputs is None:  # the walk failed, or is still finishing its file
-            return gr.update(), gr.update(), gr.update(), WALK_STOPPED
+            return gr.update(), gr.update(), gr.update(), "**Stopped.**"
         playable, file, summary = outputs
         if not isinstance(file, str):  # stopped before any frame: nothing to show
             return gr.update(), gr.update(), gr.update(), summary

@@ -859,3 +859,26 @@ def test_a_style_transfer_stopped_before_its_first_picture_says_so(monkeypatch: 
         )
     )  # fmt: skip
     assert shown == [({"__type__": "update"}, {"__type__": "update"}, STYLIZE_STOPPED)]
+
+
+def test_stop_walk_shows_what_the_walk_handed_over_or_says_stopped() -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from studio.ui import StudioUI
+
+    ui = StudioUI(Studio(device="cpu"))
+    visitor = SimpleNamespace(session_hash="visitor")
+    nothing = {"__type__": "update"}
+    assert ui.stop_walk(visitor) == (nothing, nothing, nothing, nothing)  # no walk running
+
+    job = ui.jobs.start("visitor", "walk")
+    threading.Timer(0.2, job.hand_over, [("/tmp/w.mp4", "/tmp/w.mp4", "**Stopped** after 17 of 96 frames")]).start()
+    video, gif, file, summary = ui.stop_walk(visitor)  # waits for the walk to finish its file
+    assert job.stop_requested.is_set() and video["value"] == file == "/tmp/w.mp4" and video["visible"] is True
+    assert gif["visible"] is False and summary.startswith("**Stopped** after 17")
+    ui.jobs.finish("visitor", "walk", job)
+
+    failing = ui.jobs.start("visitor", "walk")
+    threading.Timer(0.2, ui.jobs.finish, ["visitor", "walk", failing]).start()  # ends without outputs (an error)
+    assert ui.stop_walk(visitor) == (nothing, nothing, nothing, "**Stopped.**")
