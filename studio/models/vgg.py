@@ -6,9 +6,9 @@ One module serves three weight sources (see studio.loader for the key mappings):
 - "adain":    AdaIN's normalised VGG: a leading 1x1 conv absorbs the preprocessing, reflection padding,
               max pooling with ceil_mode.
 Inputs are always RGB (N, 3, H, W) in [0, 1]; `studio.imaging.vgg_preprocess` applies each convention.
-Only the layers up to the deepest requested tap are run. On the CPU, frozen float32 weights with zero padding run
-through `studio.models.fast_conv` (each layer's fastest convolution algorithm, measured on first use) unless
-`convolution` is set to "direct".
+Only the layers up to the deepest requested tap are run. On the CPU, frozen float32 weights run through
+`studio.models.fast_conv` (each layer's fastest convolution algorithm, measured on first use) unless `convolution` is
+set to "direct".
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from studio.imaging import vgg_preprocess
-from studio.models.fast_conv import FrozenConv3x3, can_use_frozen_conv3x3
+from studio.models.fast_conv import FrozenConv3x3, run_conv3x3
 
 # (block, convs per block, channels): VGG19 configuration "E".
 VGG19_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -90,13 +90,12 @@ class VGG19Features(nn.Module):
 
     def _conv(self, name: str, x: Tensor) -> Tensor:
         conv = self.convs[name]
+        padding = 1
         if self.reflect:
-            return conv(reflection_pad_1(x))
-        if self.convolution == "auto" and can_use_frozen_conv3x3(conv, x):
-            if name not in self._tuned:
-                self._tuned[name] = FrozenConv3x3(conv)
-            return self._tuned[name](x)
-        return F.conv2d(x, conv.weight, conv.bias, padding=1)
+            x, padding = reflection_pad_1(x), 0
+        if self.convolution == "auto":
+            return run_conv3x3(self._tuned, name, conv, x, padding=padding)
+        return F.conv2d(x, conv.weight, conv.bias, padding=padding)
 
 
 def _checked_taps(taps: Iterable[str]) -> set[str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from studio.models.adain import AdaINDecoder
 from studio.models.fast_conv import (
     ALGORITHMS,
     FrozenConv3x3,
@@ -36,10 +39,15 @@ def _frozen_conv(in_channels: int, out_channels: int, seed: int = 0) -> nn.Conv2
 def test_winograd_equals_direct_convolution(batch: int, channels: int, filters: int, height: int, width: int) -> None:
     torch.manual_seed(height * width)
     x, weight = torch.randn(batch, channels, height, width), torch.randn(filters, channels, 3, 3)
-    output = winograd_conv3x3(x, winograd_weights(weight))
-    expected = F.conv2d(x, weight, padding=1)
-    assert output.shape == expected.shape
-    assert _close(output, expected)
+    for padding in (1, 0, 2):  # same size, valid (after a reflection padding), full (valid's input gradient)
+        if min(height, width) + 2 * padding < 3:
+            with pytest.raises(ValueError, match="leaves no output"):
+                winograd_conv3x3(x, winograd_weights(weight), padding)
+            continue
+        output = winograd_conv3x3(x, winograd_weights(weight), padding)
+        expected = F.conv2d(x, weight, padding=padding)
+        assert output.shape == expected.shape
+        assert _close(output, expected), padding
 
 
 def test_winograd_weights_of_a_centre_tap_pass_the_input_through() -> None:
@@ -50,23 +58,25 @@ def test_winograd_weights_of_a_centre_tap_pass_the_input_through() -> None:
     assert torch.allclose(winograd_conv3x3(x, winograd_weights(weight)), x, atol=1e-5)
 
 
+@pytest.mark.parametrize("padding", [1, 0])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_each_algorithm_gives_the_convolution_and_its_input_gradient(algorithm: str) -> None:
+def test_each_algorithm_gives_the_convolution_and_its_input_gradient(algorithm: str, padding: int) -> None:
     if algorithm == "nnpack" and not NNPACK:
         pytest.skip("this torch build has no NNPACK")
     conv = _frozen_conv(6, 10)
-    layer = FrozenConv3x3(conv)
+    layer = FrozenConv3x3(conv, padding=padding)
     x = torch.randn(2, 6, 11, 14)
-    for direction, shape in (("forward", x.shape), ("backward", (2, 10, 11, 14))):
+    out_shape = (2, 10, 9 + 2 * padding, 12 + 2 * padding)
+    for direction, shape in (("forward", x.shape), ("backward", out_shape)):
         layer.chosen[(direction, tuple(shape))] = algorithm  # skip the trials
-    upstream = torch.randn(2, 10, 11, 14)
+    upstream = torch.randn(out_shape)
 
     fast_input = x.clone().requires_grad_(True)
     output = layer(fast_input)
     (output * upstream).sum().backward()
     assert set(layer.chosen.values()) == {algorithm}
     reference_input = x.clone().requires_grad_(True)
-    expected = F.conv2d(reference_input, conv.weight, conv.bias, padding=1)
+    expected = F.conv2d(reference_input, conv.weight, conv.bias, padding=padding)
     (expected * upstream).sum().backward()
 
     assert _close(output, expected)
@@ -124,6 +134,8 @@ def test_only_frozen_float32_cpu_weights_take_the_tuned_path() -> None:
     assert not can_use_frozen_conv3x3(conv, x.double())
     with pytest.raises(ValueError, match="3x3 convolution"):
         FrozenConv3x3(nn.Conv2d(3, 4, 3, stride=2))
+    with pytest.raises(ValueError, match="pads with 0 or 1 zeros"):
+        FrozenConv3x3(conv, padding=2)
 
 
 @pytest.mark.parametrize(("preprocessing", "algorithm"), [("caffe", "winograd"), ("imagenet", "nnpack")])
@@ -162,3 +174,77 @@ def test_vgg_with_trainable_weights_keeps_weight_gradients() -> None:
     vgg(torch.rand(1, 3, 32, 32), ("relu1_2",))["relu1_2"].sum().backward()
     assert vgg.convs["conv1_1"].weight.grad is not None
     assert not vgg._tuned
+
+
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if name != "nnpack" or NNPACK])
+def test_adain_encoder_and_decoder_agree_with_direct_convolution(algorithm: str) -> None:
+    """AdaIN's networks pad by reflection and then convolve without padding: the tuned path takes those too."""
+    torch.manual_seed(2)
+    encoder, decoder = VGG19Features("adain"), AdaINDecoder()
+    for network in (encoder, decoder):
+        for conv in network.modules():
+            if isinstance(conv, nn.Conv2d):
+                nn.init.normal_(conv.weight, std=(2.0 / (conv.in_channels * conv.kernel_size[0] ** 2)) ** 0.5)
+        network.requires_grad_(False)
+    picture = torch.rand(1, 3, 40, 48)
+
+    def stylized() -> Tensor:
+        with torch.inference_mode():
+            return decoder(encoder(picture, ("relu4_1",))["relu4_1"])
+
+    stylized()  # chooses an algorithm per layer
+    assert len(encoder._tuned) == len(decoder._tuned) == 9  # conv1_1 ... conv4_1, and their mirror images
+    for layer in (*encoder._tuned.values(), *decoder._tuned.values()):
+        layer.chosen = dict.fromkeys(layer.chosen, algorithm)
+    fast = stylized()
+    encoder.convolution = decoder.convolution = "direct"
+    assert fast.shape == (1, 3, 40, 48) and _close(fast, stylized())
+
+
+def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    for name in ("_direct", "_nnpack", "_winograd_conv"):
+        original = getattr(FrozenConv3x3, name)
+
+        def recording(self: FrozenConv3x3, direction: str, x: Tensor, original=original, name=name) -> Tensor:
+            seen.append((name, tuple(x.shape[-2:])))
+            return original(self, direction, x)
+
+        monkeypatch.setattr(FrozenConv3x3, name, recording)
+    conv = _frozen_conv(3, 4)
+    x = torch.randn(1, 3, 20, 12)
+    with torch.no_grad():
+        output = FrozenConv3x3(conv)(x)
+    *trials, (_, run_shape) = seen
+    assert all(shape == (8, 8) for _, shape in trials)
+    assert {name for name, _ in trials} >= {"_direct", "_winograd_conv"}
+    assert run_shape == (20, 12) and _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_a_winner_that_fails_on_the_whole_input_gives_way_to_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+
+    def fast_on_corners_only(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
+        if x.shape[-1] > 8:
+            raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+        return torch.zeros(x.shape[0], 4, *x.shape[-2:])
+
+    def slow(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
+        time.sleep(0.05)
+        return F.conv2d(x, *self._filters(direction), padding=1)
+
+    monkeypatch.setattr(FrozenConv3x3, "_nnpack", fast_on_corners_only)
+    monkeypatch.setattr(FrozenConv3x3, "_winograd_conv", fast_on_corners_only)
+    monkeypatch.setattr(FrozenConv3x3, "_direct", slow)
+    conv = _frozen_conv(3, 4)
+    layer = FrozenConv3x3(conv)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        output = layer(x)
+    assert layer.chosen[("forward", (1, 3, 16, 16))] == "direct"
+    assert _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
