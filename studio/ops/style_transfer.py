@@ -30,9 +30,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   products (9%), max-pooling (5%) and ReLU (4%). Measured ways to trim the rest (the Gram gradient computed
   transposed, pooling by pairwise maxima with a hand-written backward, conv1_1's backward as a matrix product) add
   up to about 5%; not done.
-- With all three the textbook 60-step loss took 36 evaluations at 256 px and 21 at 512 px. VGG19's convolutions
-  tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2x faster in all at 256 px,
-  4.7x at 512 px.
+- With all three the textbook 60-step loss took 35-36 evaluations at 256 px and 21-22 at 512 px. VGG19's
+  convolutions tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2-2.3x faster in
+  all at 256 px, 4.5-4.7x at 512 px (the spread is this machine's, between runs).
 - Coarse-to-fine (`GatysSettings.scales > 1`): each level starts from the upsampled result of the level below. On
   pixels it is 1.1-1.4x faster at 256 px and 1.5-1.75x at 512 px (three runs). On top of the spectral
   parametrisation it still saves full-size steps (27 -> 23 at 512 px), but its coarse levels cost more time than
