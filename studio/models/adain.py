@@ -6,16 +6,15 @@ blocks. `layers` keeps the official module order, so keys are `layers.{i}.*` for
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
-from studio.models.fast_conv import FrozenConv3x3, run_conv3x3
+from studio.models.fast_conv import TunedConv2d
 from studio.models.vgg import ReflectionPad1
 
 
 def _conv(in_channels: int, out_channels: int, relu: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [ReflectionPad1(), nn.Conv2d(in_channels, out_channels, 3)]
+    # TunedConv2d: an nn.Conv2d that on the CPU, frozen, runs the fastest algorithm (studio.models.fast_conv)
+    layers: list[nn.Module] = [ReflectionPad1(), TunedConv2d(in_channels, out_channels)]
     return layers + [nn.ReLU()] if relu else layers
 
 
@@ -36,16 +35,6 @@ class AdaINDecoder(nn.Module):
             *_conv(64, 64), *_conv(64, 3, relu=False),
         )
         # fmt: on
-        # "auto": on the CPU, frozen float32 weights run through studio.models.fast_conv (each layer's fastest
-        # convolution algorithm, measured on first use); "direct": always torch's.
-        self.convolution: Literal["auto", "direct"] = "auto"
-        self._tuned: dict[str, FrozenConv3x3] = {}
 
     def forward(self, features: Tensor) -> Tensor:
-        x = features
-        for index, layer in enumerate(self.layers):
-            if isinstance(layer, nn.Conv2d) and self.convolution == "auto":  # its reflection padding has run
-                x = run_conv3x3(self._tuned, str(index), layer, x, padding=0)
-            else:
-                x = layer(x)
-        return x
+        return self.layers(features)

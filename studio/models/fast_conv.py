@@ -41,6 +41,7 @@ from torch import Tensor, nn
 __all__ = [
     "ALGORITHMS",
     "FrozenConv3x3",
+    "TunedConv2d",
     "can_use_frozen_conv3x3",
     "run_conv3x3",
     "winograd_conv3x3",
@@ -271,3 +272,22 @@ def run_conv3x3(tuned: dict[str, FrozenConv3x3], name: str, conv: nn.Conv2d, x: 
     if layer is None or layer.conv is not conv:
         layer = tuned[name] = FrozenConv3x3(conv, padding=padding)
     return layer(x)
+
+
+class TunedConv2d(nn.Conv2d):
+    """An `nn.Conv2d` (3x3, stride 1, zero padding 0 or 1, one group) that runs through `FrozenConv3x3` where
+    `can_use_frozen_conv3x3` allows and no hook rewrites its weight on each call (old-style spectral norm);
+    otherwise exactly as `nn.Conv2d`. Same parameters and state-dict keys as `nn.Conv2d`."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, padding: int = 0, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=padding, bias=bias)
+        if padding not in (0, 1):
+            raise ValueError(f"TunedConv2d pads with 0 or 1 zeros per side, got {padding}")
+        self._frozen: FrozenConv3x3 | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._forward_pre_hooks or not can_use_frozen_conv3x3(self, x):
+            return super().forward(x)
+        if self._frozen is None:
+            self._frozen = FrozenConv3x3(self, padding=self.padding[0])
+        return self._frozen(x)

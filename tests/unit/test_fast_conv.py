@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from studio.models.adain import AdaINDecoder
 from studio.models.fast_conv import (
     ALGORITHMS,
     FrozenConv3x3,
+    TunedConv2d,
     can_use_frozen_conv3x3,
     winograd_conv3x3,
     winograd_weights,
@@ -186,19 +188,42 @@ def test_adain_encoder_and_decoder_agree_with_direct_convolution(algorithm: str)
             if isinstance(conv, nn.Conv2d):
                 nn.init.normal_(conv.weight, std=(2.0 / (conv.in_channels * conv.kernel_size[0] ** 2)) ** 0.5)
         network.requires_grad_(False)
+    plain_decoder = copy.deepcopy(decoder)
+    for conv in plain_decoder.modules():
+        if isinstance(conv, TunedConv2d):
+            conv.__class__ = nn.Conv2d  # torch's own convolution, for reference
     picture = torch.rand(1, 3, 40, 48)
 
-    def stylized() -> Tensor:
+    def stylized(decoder: nn.Module) -> Tensor:
         with torch.inference_mode():
             return decoder(encoder(picture, ("relu4_1",))["relu4_1"])
 
-    stylized()  # chooses an algorithm per layer
-    assert len(encoder._tuned) == len(decoder._tuned) == 9  # conv1_1 ... conv4_1, and their mirror images
-    for layer in (*encoder._tuned.values(), *decoder._tuned.values()):
+    stylized(decoder)  # chooses an algorithm per layer
+    tuned = [module._frozen for module in decoder.modules() if isinstance(module, TunedConv2d)]
+    assert len(encoder._tuned) == len(tuned) == 9 and None not in tuned  # conv1_1 ... conv4_1, and mirror images
+    for layer in (*encoder._tuned.values(), *tuned):
         layer.chosen = dict.fromkeys(layer.chosen, algorithm)
-    fast = stylized()
-    encoder.convolution = decoder.convolution = "direct"
-    assert fast.shape == (1, 3, 40, 48) and _close(fast, stylized())
+    fast = stylized(decoder)
+    encoder.convolution = "direct"
+    assert fast.shape == (1, 3, 40, 48) and _close(fast, stylized(plain_decoder))
+
+
+def test_a_tuned_conv2d_is_an_nn_conv2d_that_steps_aside_when_it_cannot_help() -> None:
+    torch.manual_seed(3)
+    tuned = TunedConv2d(3, 4, padding=1)
+    plain = nn.Conv2d(3, 4, 3, padding=1)
+    plain.load_state_dict(tuned.state_dict())  # the same keys
+    x = torch.randn(1, 3, 12, 12)
+    assert _close(tuned(x), plain(x)) and tuned._frozen is None  # trainable weights: torch's path, gradients flow
+    tuned.requires_grad_(False)
+    with torch.inference_mode():
+        assert _close(tuned(x), plain(x)) and tuned._frozen is not None
+    normed = nn.utils.spectral_norm(TunedConv2d(4, 4, padding=1)).eval().requires_grad_(False)
+    with torch.inference_mode():
+        normed(torch.randn(1, 4, 8, 8))
+    assert normed._frozen is None  # its hook writes a new weight on every call: no tuning against it
+    with pytest.raises(ValueError, match="pads with 0 or 1 zeros"):
+        TunedConv2d(3, 4, padding=2)
 
 
 def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
