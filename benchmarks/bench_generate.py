@@ -21,18 +21,19 @@ from timing import add_device_option, devices_to_run, median_seconds
 
 from studio import Studio
 from studio.imaging import signed_to_pil
-from studio.loader import build_module
+from studio.loader import build_module, prepare_for_inference
 from studio.ops.generation import seeded_latents, synthesize
 from studio.registry import builtin_models
 
 
 def trained_like(module: torch.nn.Module, steps: int = 3) -> torch.nn.Module:
-    """Settle spectral-norm vectors and BatchNorm statistics so random weights give finite, image-like output."""
+    """Settle spectral-norm vectors and BatchNorm statistics so random weights give finite, image-like output, then
+    prepare the module for inference as the studio's loader does."""
     module.train()
     with torch.no_grad():
         for _ in range(steps):
             module(torch.randn(2, module.z_dim))
-    return module.eval().requires_grad_(False)
+    return prepare_for_inference(module)  # as studio.loader.load_model leaves a loaded model
 
 
 def main() -> None:

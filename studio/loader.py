@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import remove_spectral_norm
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 from studio.models.vgg import CONV_NAMES
 from studio.registry import ModelSpec
@@ -160,12 +162,35 @@ def resolve_weights(spec: ModelSpec, *, progress: ProgressCallback | None = None
 
 
 def load_model(spec: ModelSpec, *, path: Path | None = None, progress: ProgressCallback | None = None) -> nn.Module:
-    """Build the spec's module and load its weights strictly; eval mode, no grad, on CPU in float32."""
+    """Build the spec's module and load its weights strictly; eval mode, no grad, on CPU in float32.
+
+    The result is for inference (`prepare_for_inference`): spectral norms are computed once into plain weights.
+    """
     path = path or resolve_weights(spec, progress=progress)
     module = build_module(spec)
     state = convert_state_dict(spec.key_format, load_state_dict(path), what=spec.name)
     load_strict(module, state, what=f"{spec.name} ({path.name})")
-    return module.eval().requires_grad_(False)
+    return prepare_for_inference(module)
+
+
+def prepare_for_inference(module: nn.Module) -> nn.Module:
+    """Spectral norms baked (`bake_spectral_norm`), eval mode, frozen weights: what every loaded model is. Returns
+    `module`, changed in place."""
+    bake_spectral_norm(module)
+    return module.eval().requires_grad_(False)  # after baking: the baked weights are new parameters
+
+
+def bake_spectral_norm(module: nn.Module) -> int:
+    """Replace old-style spectral norm (`torch.nn.utils.spectral_norm`) by the plain weight it yields in eval mode,
+    weight_orig / sigma with the stored u and v (no power iteration): the same numbers, computed once instead of on
+    every call. State-dict keys become `weight`. Returns how many layers were baked."""
+    baked = 0
+    for layer in module.modules():
+        hooks = [hook for hook in layer._forward_pre_hooks.values() if isinstance(hook, SpectralNorm)]
+        for hook in hooks:
+            remove_spectral_norm(layer, hook.name)
+            baked += 1
+    return baked
 
 
 def count_parameters(module: nn.Module) -> int:

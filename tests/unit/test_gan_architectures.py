@@ -353,3 +353,27 @@ def test_state_dict_saved_from_the_module_reloads_with_weights_only(
     fresh.load_state_dict(loaded, strict=True)
     original = model.state_dict()
     assert all(torch.equal(value, original[key]) for key, value in fresh.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("make", "architecture", "key_format"),
+    [(small_projected_gan, "projected-fastgan", "projected-gan"), (small_fastgan, "fastgan", "fastgan-huggan")],
+)
+def test_loaded_for_inference_the_spectral_norms_are_baked(
+    make: Callable[[], nn.Module], architecture: str, key_format: str, tmp_path: Path
+) -> None:
+    from studio.loader import load_model
+    from studio.registry import LocalFile, ModelSpec
+
+    model = make()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    config = {"z_dim": Z_DIM, "ngf": 8} | ({"resolution": 256} if architecture == "projected-fastgan" else {})
+    spec = ModelSpec(
+        "small", "generator", architecture, key_format, (LocalFile(str(tmp_path / "pytorch_model.bin")),), config
+    )
+    loaded = load_model(spec)
+    assert not any(key.endswith("weight_orig") for key in loaded.state_dict())  # weight_orig / sigma, once
+    assert not any(parameter.requires_grad for parameter in loaded.parameters()) and not loaded.training
+    with torch.inference_mode():
+        expected = model(latents(2), noise_generator=cpu_generators(1, 2))
+        assert torch.equal(loaded(latents(2), noise_generator=cpu_generators(1, 2)), expected)  # the same numbers
