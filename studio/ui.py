@@ -254,6 +254,8 @@ def _walk_side(size: Any) -> int:
     if size in (None, "", "native"):
         return 0
     side = _number(size, "frame size")
+    if side.is_integer():
+        side = int(side)  # "5" is refused as 5, not 5.0
     return 0 if side == 0 else check_output_side(side, max_side_from_env(), what="frame size")
 
 

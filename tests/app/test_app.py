@@ -882,3 +882,13 @@ def test_stop_walk_shows_what_the_walk_handed_over_or_says_stopped() -> None:
     failing = ui.jobs.start("visitor", "walk")
     threading.Timer(0.2, ui.jobs.finish, ["visitor", "walk", failing]).start()  # ends without outputs (an error)
     assert ui.stop_walk(visitor) == (nothing, nothing, nothing, "**Stopped.**")
+
+
+def test_walk_frame_sizes_from_the_menu() -> None:
+    from studio.ui import _walk_side
+
+    assert [_walk_side(size) for size in ("native", "", None, "0", "256", 96.0)] == [0, 0, 0, 0, 256, 96]
+    with pytest.raises(ValueError, match=r"at least 16, got 8$"):  # as typed, not 8.0
+        _walk_side("8")
+    with pytest.raises(ValueError, match=r"whole number of pixels, at least 16, got 20.5$"):
+        _walk_side("20.5")
