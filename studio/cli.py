@@ -309,7 +309,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
 
 def _walk(args: argparse.Namespace) -> int:
-    from studio.api import Cancelled, Studio
+    from studio.api import Studio
     from studio.ops.video import SUFFIX_FORMATS
 
     if args.spread is not None and not args.noise_loop:
@@ -332,27 +332,24 @@ def _walk(args: argparse.Namespace) -> int:
             bar(done, total)
             return not stop_asked.is_set()
 
-        try:
-            result = studio.walk(
-                model=args.model,
-                seeds=args.seeds,
-                frames=args.frames,
-                fps=args.fps,
-                loop=args.loop,
-                easing=args.easing,
-                path="noise-loop" if args.noise_loop else "keyframes",
-                spread=1.0 if args.spread is None else args.spread,
-                psi=args.psi,
-                class_name=classes,
-                directions=_directions(args.direction),
-                size=args.size,
-                style=args.style,
-                out=out,
-                on_progress=on_progress,
-                keep_partial=True,
-            )
-        except Cancelled:  # stopped before the first frames
-            raise KeyboardInterrupt from None
+        result = studio.walk(
+            model=args.model,
+            seeds=args.seeds,
+            frames=args.frames,
+            fps=args.fps,
+            loop=args.loop,
+            easing=args.easing,
+            path="noise-loop" if args.noise_loop else "keyframes",
+            spread=1.0 if args.spread is None else args.spread,
+            psi=args.psi,
+            class_name=classes,
+            directions=_directions(args.direction),
+            size=args.size,
+            style=args.style,
+            out=out,
+            on_progress=on_progress,
+            keep_partial=True,  # a stop comes only once frames exist (see _ctrl_c_asks_to_stop_once)
+        )
     if result.stopped_early:
         planned = result.settings["frames"]
         print(f"interrupted: {result.path} holds the first {result.frames} of {planned} frames", file=sys.stderr)
