@@ -25,6 +25,10 @@ gradient with the weights flipped in space and transposed in channels and paddin
 tuned the same way. No gradient flows to the weights: this path is only for frozen ones. At 512 px, AdaIN's layers
 (reflection padding, then a convolution without padding) ran 1.5-2.6x faster through NNPACK than direct: its
 encoder and decoder together 0.77 s instead of 1.54 s.
+
+Users: `studio.models.vgg.VGG19Features` (Gatys, AdaIN's encoder) and `TunedConv2d` (AdaIN's decoder). The GAN
+generators do not use it: on their 1024-2048-channel layers at 4-32 px it gained 8% on a 256 px Projected-GAN image
+and cost 2.4 s of timing for every new batch size.
 """
 
 from __future__ import annotations
