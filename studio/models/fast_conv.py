@@ -26,9 +26,9 @@ tuned the same way. No gradient flows to the weights: this path is only for froz
 (reflection padding, then a convolution without padding) ran 1.5-2.6x faster through NNPACK than direct: its
 encoder and decoder together 0.77 s instead of 1.54 s.
 
-Users: `studio.models.vgg.VGG19Features` (Gatys, AdaIN's encoder) and `TunedConv2d` (AdaIN's decoder). The GAN
-generators do not use it: on their 1024-2048-channel layers at 4-32 px it gained 8% on a 256 px Projected-GAN image
-and cost 2.4 s of timing for every new batch size.
+Users: `TunedConv2d`, the convolutions of `studio.models.vgg.VGG19Features` (Gatys, AdaIN's encoder) and of AdaIN's
+decoder. The GAN generators do not use it: on their 1024-2048-channel layers at 4-32 px it gained 8% on a 256 px
+Projected-GAN image and cost 2.4 s of timing for every new batch size.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ __all__ = [
     "FrozenConv3x3",
     "TunedConv2d",
     "can_use_frozen_conv3x3",
-    "run_conv3x3",
     "winograd_conv3x3",
     "winograd_weights",
 ]
@@ -265,17 +264,6 @@ def can_use_frozen_conv3x3(conv: nn.Conv2d, x: Tensor) -> bool:
         and not conv.weight.requires_grad
         and (conv.bias is None or not conv.bias.requires_grad)
     )
-
-
-def run_conv3x3(tuned: dict[str, FrozenConv3x3], name: str, conv: nn.Conv2d, x: Tensor, *, padding: int) -> Tensor:
-    """`conv` (3x3, stride 1) on `x` with zero `padding`: through `tuned[name]`, made on first use, where
-    `can_use_frozen_conv3x3` allows; else by torch (GPUs, half precision, trainable weights)."""
-    if not can_use_frozen_conv3x3(conv, x):
-        return F.conv2d(x, conv.weight, conv.bias, padding=padding)
-    layer = tuned.get(name)
-    if layer is None or layer.conv is not conv:
-        layer = tuned[name] = FrozenConv3x3(conv, padding=padding)
-    return layer(x)
 
 
 class TunedConv2d(nn.Conv2d):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from studio.imaging import vgg_preprocess
-from studio.models.fast_conv import FrozenConv3x3, run_conv3x3
+from studio.models.fast_conv import TunedConv2d
 
 # (block, convs per block, channels): VGG19 configuration "E".
 VGG19_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -41,11 +41,11 @@ class VGG19Features(nn.Module):
         self.convs = nn.ModuleDict()
         # "auto": tuned CPU convolutions where allowed (see the module docstring); "direct": always torch's.
         self.convolution: Literal["auto", "direct"] = "auto"
-        self._tuned: dict[str, FrozenConv3x3] = {}
+        padding = 0 if self.reflect else 1  # reflection padding is done beforehand, zero padding by the convolution
         in_channels = 3
         for block, count, channels in VGG19_BLOCKS:
             for index in range(1, count + 1):
-                self.convs[f"conv{block}_{index}"] = nn.Conv2d(in_channels, channels, 3, padding=0)
+                self.convs[f"conv{block}_{index}"] = TunedConv2d(in_channels, channels, padding=padding)
                 in_channels = channels
 
     def min_side(self, taps: Iterable[str]) -> int:
@@ -90,12 +90,11 @@ class VGG19Features(nn.Module):
 
     def _conv(self, name: str, x: Tensor) -> Tensor:
         conv = self.convs[name]
-        padding = 1
         if self.reflect:
-            x, padding = reflection_pad_1(x), 0
+            x = reflection_pad_1(x)
         if self.convolution == "auto":
-            return run_conv3x3(self._tuned, name, conv, x, padding=padding)
-        return F.conv2d(x, conv.weight, conv.bias, padding=padding)
+            return conv(x)
+        return F.conv2d(x, conv.weight, conv.bias, padding=conv.padding)
 
 
 def _checked_taps(taps: Iterable[str]) -> set[str]:

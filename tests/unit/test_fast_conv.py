@@ -29,6 +29,11 @@ def _close(value: Tensor, expected: Tensor, tolerance: float = 1e-4) -> bool:
     return float((value - expected).abs().max()) <= tolerance * float(expected.abs().max())
 
 
+def _tuned_layers(network: nn.Module) -> list[FrozenConv3x3]:
+    """The tuned convolutions of `network`'s TunedConv2d modules that have run the tuned path."""
+    return [module._frozen for module in network.modules() if isinstance(module, TunedConv2d) and module._frozen]
+
+
 def _frozen_conv(in_channels: int, out_channels: int, seed: int = 0) -> nn.Conv2d:
     torch.manual_seed(seed)
     return nn.Conv2d(in_channels, out_channels, 3, padding=1).requires_grad_(False)
@@ -160,8 +165,8 @@ def test_vgg_features_and_picture_gradient_agree_with_direct_convolution(preproc
         return found, x.grad
 
     features_and_gradient()  # chooses an algorithm per layer and direction
-    assert len(vgg._tuned) == 13 and all(len(layer.chosen) == 2 for layer in vgg._tuned.values())
-    for layer in vgg._tuned.values():
+    assert len(_tuned_layers(vgg)) == 13 and all(len(layer.chosen) == 2 for layer in _tuned_layers(vgg))
+    for layer in _tuned_layers(vgg):
         layer.chosen = dict.fromkeys(layer.chosen, algorithm)
     fast, fast_gradient = features_and_gradient()
     vgg.convolution = "direct"
@@ -175,7 +180,7 @@ def test_vgg_with_trainable_weights_keeps_weight_gradients() -> None:
     vgg = VGG19Features("caffe")
     vgg(torch.rand(1, 3, 32, 32), ("relu1_2",))["relu1_2"].sum().backward()
     assert vgg.convs["conv1_1"].weight.grad is not None
-    assert not vgg._tuned
+    assert not _tuned_layers(vgg)
 
 
 @pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if name != "nnpack" or NNPACK])
@@ -200,8 +205,8 @@ def test_adain_encoder_and_decoder_agree_with_direct_convolution(algorithm: str)
 
     stylized(decoder)  # chooses an algorithm per layer
     tuned = [module._frozen for module in decoder.modules() if isinstance(module, TunedConv2d)]
-    assert len(encoder._tuned) == len(tuned) == 9 and None not in tuned  # conv1_1 ... conv4_1, and mirror images
-    for layer in (*encoder._tuned.values(), *tuned):
+    assert len(_tuned_layers(encoder)) == len(tuned) == 9 and None not in tuned  # conv1_1 ... conv4_1, mirrored
+    for layer in (*_tuned_layers(encoder), *tuned):
         layer.chosen = dict.fromkeys(layer.chosen, algorithm)
     fast = stylized(decoder)
     encoder.convolution = "direct"
