@@ -19,6 +19,10 @@ The winner depends on the CPU, the layer and the picture size, so on the first c
 on a 512 px AdaIN run whole made its first run 7.4 s instead of 2.5 s; on corners it is 2.9 s), returns the fastest
 one's output and uses that algorithm from then on: results repeat exactly from the first call. All three agree with
 torch's convolution to about 1e-5 relative.
+Timing each algorithm twice in a row and keeping its best time made no steady difference (a 256 px Gatys step
+0.315 s on average against 0.313 s, three runs each), so each is timed once. Such comparisons need idle OpenMP
+threads to sleep, as `studio` sets up when it is imported before torch: with them spinning, the trials picked
+direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s.
 
 The gradient with respect to the input of a 3x3 convolution with zero padding p is a convolution of the output
 gradient with the weights flipped in space and transposed in channels and padding 2 - p, so the backward pass is

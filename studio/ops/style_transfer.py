@@ -23,6 +23,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   the same gain) took 50 instead of 35 evaluations on chelsea, 47 instead of 53 on astronaut, 25 instead of 27 on
   coffee.
 - Not used: a shorter L-BFGS memory (3, 8 or 16 pairs instead of 50): 37, 36 and 34 evaluations instead of 35.
+- Not used: other layer weights for the first 12-20 evaluations, then the true loss with a fresh L-BFGS memory
+  (relu5_1 x3; relu4_1 and relu5_1 x2; content x0.5; relu1_1, relu2_1 and TV x0.3): 40-43 evaluations instead of
+  36. The spectral decay is not critical near 0.5: 0.35, 0.5, 0.65, 0.8 and 1.0 took 35, 36, 34, 42 and 50.
 - Where the loss is: the textbook 60-step picture at 256 px scores 4.47, of which 2.13 is relu5_1's Gram term and
   1.43 the content term (relu1_1 0.30, relu2_1 0.08, relu3_1 0.19, relu4_1 0.23, TV 0.12); the studio's run spends
   its last 25 evaluations taking relu5_1 from 5.2 to 2.4 while the content term settles at 1.4.
