@@ -21,6 +21,7 @@ from PIL import Image, PngImagePlugin
 
 from studio import imaging
 from studio.ops.common import (  # Cancelled is re-exported: stopped progress raises it
+    WALK_FRAME_METADATA_KEY,
     Cancelled,
     as_whole_number,
     check_output_side,
@@ -204,9 +205,9 @@ def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> Ge
     """The generation settings stored in a PNG written by the studio; ValueError saying what is wrong otherwise."""
     if isinstance(path_or_image, Image.Image):
         return _settings_in(path_or_image)
-    with imaging.open_image(path_or_image, name="this file") as image:
+    with imaging.open_image(path_or_image, name="this file", wanted="give a PNG saved from Generate") as image:
         if image.format != "PNG":
-            raise ValueError(f"this is a {image.format} file; give a PNG that the studio saved")
+            raise ValueError(f"this is a {image.format} file; give a PNG saved from Generate")
         try:
             image.load()  # text chunks after the pixels are read here too
         except (OSError, SyntaxError, EOFError) as error:
@@ -220,6 +221,11 @@ def _settings_in(image: Image.Image) -> GenerationSettings:
     if not text:
         if chunks.get(STYLIZE_METADATA_KEY):
             raise ValueError("this is a stylized picture; recreating works for artworks saved from Generate")
+        if chunks.get(WALK_FRAME_METADATA_KEY):
+            raise ValueError(
+                "this is a frame of a latent walk; recreating works for artworks saved from Generate (render the walk "
+                "again from its keyframe seeds)"
+            )
         raise ValueError("this image has no GAN Art Studio settings (it was not generated here, or was re-saved)")
     return GenerationSettings.from_json(text)
 

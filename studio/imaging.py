@@ -83,9 +83,14 @@ def load_image(source: ImageSource, *, max_side: int | None = None, name: str = 
         raise ValueError(f"{name} could not be decoded ({error}); the file looks truncated or corrupt") from None
 
 
-def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, *, name: str = "image") -> Image.Image:
+def open_image(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    name: str = "image",
+    wanted: str = "use JPEG, PNG, WebP, GIF, BMP or TIFF",
+) -> Image.Image:
     """Open (not decode) an image file as PIL sees it, metadata included; ValueError with an actionable message for
-    missing, empty and non-image files and decompression bombs."""
+    missing, empty and non-image files (ending with `wanted`, what to give instead) and decompression bombs."""
     if isinstance(source, bytes):
         if not source:
             raise ValueError(f"{name} is an empty file")
@@ -108,7 +113,7 @@ def open_image(source: str | os.PathLike[str] | bytes | BinaryIO, *, name: str =
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(f"{name} is too large to decode safely ({error}); downscale it first") from None
     except UnidentifiedImageError:
-        raise ValueError(f"{name} is not an image PIL can read; use JPEG, PNG, WebP, GIF, BMP or TIFF") from None
+        raise ValueError(f"{name} is not a picture file this studio can read; {wanted}") from None
     except OSError as error:
         raise ValueError(f"{name} could not be opened ({error}); the file looks truncated or corrupt") from None
 

@@ -54,7 +54,7 @@ from studio.api import (
     walk_file_stem,
     walk_suffix,
 )
-from studio.imaging import max_side_from_env
+from studio.imaging import load_image, max_side_from_env
 from studio.ops.common import check_output_side, check_preserve_color
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached, is_offline
@@ -286,6 +286,12 @@ def _check_styles_given(styles: tuple[str | None, ...]) -> None:
         raise ValueError("add at least one style picture (a painting to borrow the style from)")
 
 
+def _check_picture(path: str | None, name: str) -> None:
+    """An uploaded picture decodes within the pixel limit (nothing uploaded passes: other checks ask for it)."""
+    if path:
+        load_image(path, name=name)
+
+
 def _check_method(method: str) -> None:
     if method not in ("gatys", "adain"):
         raise ValueError(f"method must be gatys or adain, got {method!r}")
@@ -301,7 +307,7 @@ def _verdict(check: Callable[[], object]) -> dict[str, Any]:
     try:
         check()
     except ValueError as error:
-        return gr.validate(False, str(error))
+        return gr.validate(False, _without_upload_folders(str(error)))
     return gr.validate(True, "")
 
 
@@ -763,7 +769,10 @@ class StudioUI:
         mask: str | None,
         seed: Any,
     ) -> tuple[Any, str]:
-        """A fast low-resolution AdaIN preview while sliders move; quietly skipped when it cannot run."""
+        """A fast low-resolution AdaIN preview while sliders move, with AdaIN chosen; quietly skipped when it cannot
+        run. With Gatys chosen nothing changes: the picture and summary on show stay until Stylize is pressed."""
+        if method != "adain":
+            return gr.update(), gr.update()
         if not content or not any((style_1, style_2, style_3)):
             return gr.update(), ""
         arguments = self._stylize_arguments(
@@ -778,7 +787,6 @@ class StudioUI:
             mask,
             seed,
         )
-        arguments["method"] = "adain"  # previews are always the fast feed-forward method
         unavailable = (
             "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
             "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
@@ -813,7 +821,9 @@ class StudioUI:
         seed: Any,
     ) -> list[dict[str, Any]]:
         """Runs before `stylize` (gradio's validator): what it would refuse is marked on the control to change, and
-        the picture on show stays. Checks that need the pictures' pixels are left to `stylize`."""
+        the picture on show stays. The pictures are decoded here too, so an unreadable or oversized upload is named
+        on its own box instead of failing the run."""
+        styles, weights = (style_1, style_2, style_3), (weight_1, weight_2, weight_3)
 
         def method_can_run() -> None:
             _check_method(method)
@@ -824,15 +834,30 @@ class StudioUI:
         def mask_fits() -> None:
             if mask and method != "adain":
                 raise ValueError(MASK_NEEDS_ADAIN)
+            _check_picture(mask, "mask")
+
+        def style_fits(index: int) -> None:
+            if index == 0:
+                _check_styles_given(styles)
+            _check_picture(styles[index], f"style image {index + 1}")
+
+        def weight_fits(index: int) -> None:
+            _in_range(weights[index], f"style {index + 1} weight", 0, 1)
+            try:
+                given = [_number(weight, "weight") for style, weight in zip(styles, weights, strict=True) if style]
+            except ValueError:
+                return  # another weight is not a number: its own box says so
+            if styles[index] and not mask and max(given) <= 0.0:  # with a mask the weights do not apply
+                raise ValueError("every style has weight 0: give at least one a positive weight")
 
         return [
-            _verdict(lambda: _check_content(content)),
-            _verdict(lambda: _check_styles_given((style_1, style_2, style_3))),
-            _verdict(lambda: _in_range(weight_1, "style 1 weight", 0, 1)),
-            _verdict(lambda: None),
-            _verdict(lambda: _in_range(weight_2, "style 2 weight", 0, 1)),
-            _verdict(lambda: None),
-            _verdict(lambda: _in_range(weight_3, "style 3 weight", 0, 1)),
+            _verdict(lambda: (_check_content(content), _check_picture(content, "content image"))),
+            _verdict(lambda: style_fits(0)),
+            _verdict(lambda: weight_fits(0)),
+            _verdict(lambda: style_fits(1)),
+            _verdict(lambda: weight_fits(1)),
+            _verdict(lambda: style_fits(2)),
+            _verdict(lambda: weight_fits(2)),
             _verdict(method_can_run),
             _verdict(lambda: _in_range(strength, "strength", 0, 1)),
             _verdict(lambda: check_preserve_color(preserve_color)),

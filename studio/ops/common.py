@@ -1,4 +1,4 @@
-"""Small pieces shared by the style-transfer ops: results, progress callbacks, cancellation, image digests."""
+"""Small pieces shared by the ops: results, progress callbacks, cancellation, image digests, a PNG text key."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from PIL import Image
+
+# The PNG text key marking each frame of a walk saved as a PNG zip ({"frame": index}), so that Recreate can tell a
+# person what the frame is instead of "no settings".
+WALK_FRAME_METADATA_KEY = "gan-art-studio:walk-frame"
 
 PreserveColor = Literal["none", "luminance", "histogram"]
 PRESERVE_COLOR_MODES: tuple[str, ...] = ("none", "luminance", "histogram")

@@ -21,6 +21,7 @@ Format choices (all through PyAV's bundled FFmpeg):
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import time
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from studio.imaging import signed_to_uint8
-from studio.ops.common import Cancelled
+from studio.ops.common import WALK_FRAME_METADATA_KEY, Cancelled
 
 VideoFormat = Literal["mp4", "webm", "gif", "zip"]
 VIDEO_FORMATS: tuple[str, ...] = ("mp4", "webm", "gif", "zip")
@@ -246,10 +247,12 @@ class _PngZipEncoder:
         self.index = 0
 
     def write(self, rgb: np.ndarray) -> None:
-        from PIL import Image
+        from PIL import Image, PngImagePlugin
 
         buffer = io.BytesIO()
-        Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=4)
+        info = PngImagePlugin.PngInfo()
+        info.add_text(WALK_FRAME_METADATA_KEY, json.dumps({"frame": self.index}))
+        Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=4, pnginfo=info)
         self.archive.writestr(f"frame_{self.index:05d}.png", buffer.getvalue())
         self.index += 1
 

@@ -273,7 +273,7 @@ def test_bad_files_give_messages_and_the_server_keeps_serving(client: Client, tm
     info.add_text(METADATA_KEY, json.dumps({"model": "omniart-eyes", "seeds": [2**70]}))
     Image.new("RGB", (8, 8)).save(damaged, pnginfo=info)
     for bad, expected in (
-        (text, "not an image"),
+        (text, "not a picture file this studio can read; give a PNG saved from Generate"),
         (huge, "too large"),
         (truncated, "truncated|corrupt"),
         (damaged, "damaged: seed must be between"),
@@ -519,11 +519,19 @@ def test_stylize_adain_offline_is_refused_before_the_queue(client: Client) -> No
 
 def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -> None:
     image, note = client.predict(
-        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 4, None, 0,
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "adain", 0.5, "none", 64, 4, None, 0,
         api_name="/stylize_preview",
     )  # fmt: skip
     assert image == {"__type__": "update"}  # the picture on show stays as it is
     assert "AdaIN" in note and "weights fetch adain-encoder adain-decoder" in note
+
+
+def test_stylize_preview_leaves_a_gatys_picture_and_its_summary_alone(client: Client) -> None:
+    image, note = client.predict(
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "luminance", 64, 4,
+        None, 0, api_name="/stylize_preview",
+    )  # fmt: skip
+    assert image == {"__type__": "update"} and note == {"__type__": "update"}
 
 
 def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -553,7 +561,7 @@ def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch
         ({"preserve_color": "sepia"}, ValidationError, "- preserve_color: preserve_color must be one of"),
         ({"strength": 1.5}, ValidationError, "- strength: strength must be between 0 and 1, got 1.5"),
         ({"mask": PAINTING}, ValidationError, "- mask: masks are an AdaIN feature"),
-        ({"weights": (0.0, 1.0, 1.0)}, AppError, "weights sum to zero"),
+        ({"weights": (0.0, 1.0, 1.0)}, ValidationError, "- weight_1: every style has weight 0"),
     ],
 )
 def test_bad_stylize_input_gives_a_message(
@@ -570,14 +578,14 @@ def _bad_images(folder: Path) -> list[tuple[Path, str]]:
     huge.write_bytes(huge_png_header(20000, 20000))
     truncated = folder / "cut.jpg"
     truncated.write_bytes(Path(PAINTING).read_bytes()[:2000])
-    return [(text, "not an image"), (huge, "too large|megapixels"), (truncated, "truncated|corrupt")]
+    return [(text, "not a picture file"), (huge, "too large|megapixels"), (truncated, "truncated|corrupt")]
 
 
-def test_bad_uploads_give_messages_and_the_server_keeps_serving(client: Client, tmp_path: Path) -> None:
+def test_bad_uploads_are_refused_on_their_boxes_and_the_server_keeps_serving(client: Client, tmp_path: Path) -> None:
     for bad, expected in _bad_images(tmp_path):
-        for role in ("content", "style"):
+        for role in ("content", "style_1"):
             arguments = {"content": str(bad)} if role == "content" else {"styles": (str(bad),)}
-            with pytest.raises(AppError, match=expected) as caught:
+            with pytest.raises(ValidationError, match=f"- {role}: .*({expected})") as caught:
                 _stylize(client, **arguments)
             assert "Traceback" not in str(caught.value)
     assert _generate(client, seed=9)[3] == 9
@@ -586,7 +594,7 @@ def test_bad_uploads_give_messages_and_the_server_keeps_serving(client: Client, 
 def test_errors_name_uploads_by_their_file_names(client: Client, tmp_path: Path) -> None:
     empty = tmp_path / "my empty photo.png"
     empty.write_bytes(b"")
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(ValidationError) as caught:
         _stylize(client, content=str(empty))
     assert str(caught.value).endswith("content image is an empty file: my empty photo.png")  # not gradio's path
 
@@ -762,7 +770,7 @@ def test_adain_blends_two_styles_through_a_mask(adain_client: Client, tmp_path: 
 
 def test_adain_preview_renders_while_sliders_move(adain_client: Client) -> None:
     image, note = adain_client.predict(
-        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 512, 100, None, 0,
+        handle_file(PHOTO), handle_file(PAINTING), 1.0, None, 1.0, None, 1.0, "adain", 0.5, "none", 512, 100, None, 0,
         api_name="/stylize_preview",
     )  # fmt: skip
     with Image.open(image) as picture:

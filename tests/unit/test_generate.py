@@ -144,7 +144,7 @@ def test_reading_settings_from_files_that_are_not_studio_pngs(studio: Studio, tm
     info.add_text(STYLIZE_METADATA_KEY, "{}")
     Image.new("RGB", (8, 8)).save(stylized, pnginfo=info)
     for path, message in (
-        (text, "not an image"),
+        (text, "not a picture file this studio can read; give a PNG saved from Generate"),
         (jpeg, "this is a JPEG file"),
         (stylized, "this is a stylized picture"),
         (tmp_path / "missing.png", "not found"),

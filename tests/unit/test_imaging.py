@@ -53,7 +53,7 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def test_a_text_file_is_not_an_image(tmp_path: Path) -> None:
     path = tmp_path / "notes.png"
     path.write_text("this is a shopping list, not a picture\n")
-    with pytest.raises(ValueError, match="is not an image PIL can read; use JPEG, PNG"):
+    with pytest.raises(ValueError, match="is not a picture file this studio can read; use JPEG, PNG"):
         load_image(path)
 
 

@@ -56,7 +56,7 @@ def test_gatys_cancel_and_bad_settings(photo, painting) -> None:
         studio.stylize(content=photo, styles=[painting], strength=float("nan"))
     with pytest.raises(ValueError, match="method"):
         studio.stylize(content=photo, styles=[painting], method="cartoon")
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match="not a picture file"):
         studio.stylize(content=b"plain text, not a picture", styles=[painting], size=64, steps=2)
 
 

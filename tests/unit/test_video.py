@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from studio.api import read_png_settings
 from studio.imaging import signed_to_uint8
 from studio.loader import random_state_like
 from studio.models.dcgan import DCGANConfig, DCGANGenerator
@@ -154,6 +155,11 @@ def test_png_zip_holds_every_frame_losslessly(tmp_path):
         assert names == [f"frame_{i:05d}.png" for i in range(11)]
         for name, frame in zip(names, expected, strict=True):
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(archive.read(name)))), frame)
+        (tmp_path / "frame_00004.png").write_bytes(archive.read("frame_00004.png"))
+    # each frame says what it is, so Recreate can explain why it has no generation settings
+    assert Image.open(tmp_path / "frame_00004.png").text == {"gan-art-studio:walk-frame": '{"frame": 4}'}
+    with pytest.raises(ValueError, match="this is a frame of a latent walk; recreating works for artworks saved"):
+        read_png_settings(tmp_path / "frame_00004.png")
 
 
 def test_nearest_upscale_repeats_pixels(tmp_path):
