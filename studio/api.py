@@ -6,13 +6,14 @@ unless STUDIO_DEVICE says otherwise) and turns user settings into calls of the p
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,10 +155,20 @@ class StylizeResult:
             described = {**self.settings, **(inputs or {})}
             info.add_text(STYLIZE_METADATA_KEY, json.dumps(described, sort_keys=True, default=str))
             info.add_text("Software", "GAN Art Studio")
-            self.image.save(path, format="PNG", pnginfo=info)
+            imaging.save_image(self.image, path, image_format="PNG", pnginfo=info)
         else:
-            self.image.save(path)
+            imaging.save_image(self.image, path)
         return path
+
+
+def stylize_input_names(content: Any, styles: Sequence[Any], mask: Any = None) -> dict[str, Any]:
+    """What a stylized PNG records of its inputs (`StylizeResult.save(inputs=...)`): the file names, not the paths
+    or the pixels; None for a picture given as an image or bytes."""
+
+    def name(source: Any) -> str | None:
+        return Path(source).name if isinstance(source, (str, os.PathLike)) else None
+
+    return {"content": name(content), "styles": [name(style) for style in styles], "mask": name(mask)}
 
 
 @dataclass(frozen=True)
@@ -198,7 +209,7 @@ def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationS
     info.add_text(METADATA_KEY, settings.to_json())
     info.add_text("Software", "GAN Art Studio")
     info.add_text("Description", f"{settings.model} seeds={list(settings.seeds)} psi={settings.psi}")
-    image.save(path, format="PNG", pnginfo=info)
+    imaging.save_image(image, path, image_format="PNG", pnginfo=info)
 
 
 def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> GenerationSettings:
@@ -759,22 +770,27 @@ class Studio:
 
     def _choose_seeds(self, *, seed: int | None, seeds: Sequence[int] | None, batch: int) -> tuple[int, ...]:
         limit = _max_batch_from_env()
+
+        def within_limit(count: int) -> None:  # checked before any seed is made: a count may be absurd
+            if count > limit:
+                raise ValueError(f"batch of {count} is above the limit of {limit}; lower it or raise STUDIO_MAX_BATCH")
+
         if seeds is not None:
-            chosen = tuple(_check_seed(value) for value in seeds)
+            if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+                raise ValueError(f"seeds must be a list of whole numbers, got {seeds!r}")
+            if isinstance(seeds, Sized):
+                within_limit(len(seeds))
+            chosen = tuple(_check_seed(value) for value in itertools.islice(seeds, limit + 1))
             if not chosen:
                 raise ValueError("give at least one seed")
-        else:
-            count = as_whole_number(batch)
-            if count is None or count < 1:
-                raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
-            batch = count
-            start = secrets.randbelow(MAX_SEED + 1) if seed is None else _check_seed(seed)
-            chosen = tuple((start + offset) % (MAX_SEED + 1) for offset in range(batch))
-        if len(chosen) > limit:
-            raise ValueError(
-                f"batch of {len(chosen)} is above the limit of {limit}; lower it or raise STUDIO_MAX_BATCH"
-            )
-        return chosen
+            within_limit(len(chosen))
+            return chosen
+        count = as_whole_number(batch)
+        if count is None or count < 1:
+            raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
+        within_limit(count)
+        start = secrets.randbelow(MAX_SEED + 1) if seed is None else _check_seed(seed)
+        return tuple((start + offset) % (MAX_SEED + 1) for offset in range(count))
 
     @staticmethod
     def _class_index(spec: ModelSpec, class_name: str | None) -> int:

@@ -268,12 +268,14 @@ def _weights_fetch(args: argparse.Namespace) -> int:
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    from studio.api import Studio
+    from studio.api import Studio, stylize_input_names
 
     out = _output_file(
         args.out, suffixes=(".png", ".jpg", ".jpeg", ".webp", ""), inputs=[args.content, *args.style, args.mask]
     )
     latest: list[Callable[[], StylizeResult]] = []  # the Gatys picture so far, rendered only if Ctrl-C comes
+
+    inputs = stylize_input_names(args.content, args.style, args.mask)
 
     def keep_latest(done: int, total: int, picture_so_far: Callable[[], StylizeResult]) -> None:
         latest[:] = [picture_so_far]
@@ -299,11 +301,11 @@ def _stylize(args: argparse.Namespace) -> int:
         if not latest:
             raise
         so_far = latest[0]()
-        so_far.save(_make_folder(out))
+        so_far.save(_make_folder(out), inputs=inputs)
         steps, planned = so_far.settings["steps"], so_far.settings["planned_steps"]
         print(f"interrupted: {out} holds the picture after {steps} of {planned} steps", file=sys.stderr)
         return 130
-    result.save(_make_folder(out))
+    result.save(_make_folder(out), inputs=inputs)
     print(f"{out}: {result.image.size[0]}x{result.image.size[1]} in {result.seconds:.1f} s")
     return 0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -194,6 +195,33 @@ def signed_to_pil(images) -> list[Image.Image]:
     """(N, 3, H, W) float in [-1, 1] -> list of RGB PIL images."""
     frames = signed_to_uint8(images).cpu().numpy()
     return [Image.fromarray(frame, mode="RGB") for frame in frames]
+
+
+def save_image(
+    image: Image.Image, path: str | os.PathLike[str], *, image_format: str | None = None, **options: Any
+) -> Path:
+    """Save `image` to `path` in `image_format` ("PNG", ...; default: the one its suffix names), through a temporary
+    file in the same folder that replaces `path` only once it is complete: a failed write (a full disk, a stop)
+    leaves a file already at `path` as it was. `options` go to PIL's save (pnginfo, quality, ...)."""
+    path = Path(path)
+    image_format = image_format or Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"{path.name}: unknown picture file suffix; use .png, .jpg or .webp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    try:
+        image.save(temporary, format=image_format, **options)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes a private file; a picture is an ordinary one
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def make_grid(images: list[Image.Image], *, columns: int | None = None, padding: int = 2) -> Image.Image:

@@ -51,6 +51,7 @@ from studio.api import (
     StylizeResult,
     WalkResult,
     read_png_settings,
+    stylize_input_names,
     walk_file_stem,
     walk_suffix,
 )
@@ -910,11 +911,7 @@ class StudioUI:
 
     def _save_stylized(self, result: Any, arguments: dict[str, Any]) -> str:
         """A PNG whose text chunks say how it was made (file names of the inputs, not their pixels)."""
-        inputs = {
-            "content": Path(arguments["content"]).name,
-            "styles": [Path(style).name for style in arguments["styles"]],
-            "mask": Path(arguments["mask"]).name if arguments["mask"] else None,
-        }
+        inputs = stylize_input_names(arguments["content"], arguments["styles"], arguments["mask"])
         path = self.outputs.path(f"stylized-{arguments['method']}", ".png")
         return str(result.save(path, inputs=inputs))
 

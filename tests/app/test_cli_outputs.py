@@ -83,6 +83,8 @@ def test_a_run_that_fails_prints_only_its_error_and_leaves_no_folder(
 
     assert main(_stylize(_photo(tmp_path / "photo.png"), style, out)) == 0  # a run that works makes the folder
     assert Image.open(out).size == (32, 21)
+    settings = json.loads(Image.open(out).text["gan-art-studio:stylize"])  # the inputs, by file name, as the page
+    assert (settings["content"], settings["styles"], settings["mask"]) == ("photo.png", [style.name], None)
 
 
 def test_walk_spread_without_a_noise_loop_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -117,6 +119,7 @@ def test_ctrl_c_during_gatys_saves_the_picture_so_far(
     assert f"interrupted: {out} holds the picture after 3 of 300 steps" in capsys.readouterr().err
     settings = json.loads(Image.open(out).text["gan-art-studio:stylize"])
     assert settings["steps"] == 3 and settings["planned_steps"] == 300 and Image.open(out).size == (32, 21)
+    assert settings["content"] == "photo.png" and settings["styles"] == ["style.png"]
 
 
 def test_ctrl_c_before_any_step_saves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -169,6 +170,10 @@ def test_output_size_resizes(studio: Studio) -> None:
         ({"psi": 2.0}, "psi must be between"),
         ({"batch": 0}, "batch must be"),
         ({"batch": 65}, "above the limit of 64"),
+        ({"batch": 10**11}, "batch of 100000000000 is above the limit of 64"),  # refused before any seed is made
+        ({"seeds": range(10**12)}, "batch of 1000000000000 is above the limit of 64"),
+        ({"seeds": itertools.count()}, "batch of 65 is above the limit of 64"),  # endless: read one past the limit
+        ({"seeds": 5}, "seeds must be a list of whole numbers, got 5"),
         ({"class_name": "purple"}, "has no class 'purple'"),
         ({"directions": {0: float("inf")}}, "amount must be between"),
         ({"directions": {99: 1.0}}, "direction 99 does not exist"),

@@ -1,8 +1,10 @@
-"""Uploads of every kind -> upright 8-bit RGB; bad uploads -> ValueError saying what to do; tensor ranges."""
+"""Uploads of every kind -> upright 8-bit RGB; bad uploads -> ValueError saying what to do; tensor ranges; saving."""
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -267,3 +269,37 @@ def test_signed_range_conversions() -> None:
     assert signed_to_uint8(torch.zeros(2, 3, 4, 5)).shape == (2, 4, 5, 3)
     assert signed_to_uint8(torch.full((1, 3, 1, 1), 7.0)).max() == 255  # clipped, no wrap-around
     assert signed_to_uint8(torch.full((1, 3, 1, 1), -7.0)).max() == 0
+
+
+def test_a_failed_save_leaves_the_file_already_there_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from studio.imaging import save_image
+
+    target = tmp_path / "keep.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(target)
+    before = target.read_bytes()
+
+    def disk_fills_up(self: Image.Image, fp: str, *args: object, **kwargs: object) -> None:
+        Path(fp).write_bytes(b"\x89PNG half a pict")  # what a full disk leaves behind
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_fills_up)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        save_image(Image.new("RGB", (8, 8)), target)
+    assert caught.value.filename == str(target)  # the message names the file
+    assert target.read_bytes() == before and sorted(tmp_path.iterdir()) == [target]  # no half file, no leftovers
+    monkeypatch.undo()
+
+    saved = save_image(Image.new("RGB", (4, 2), (200, 0, 0)), tmp_path / "new.webp", lossless=True)
+    with Image.open(saved) as written:
+        assert written.format == "WEBP" and written.getpixel((1, 1)) == (200, 0, 0)
+    assert oct(saved.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    with pytest.raises(ValueError, match="unknown picture file suffix"):
+        save_image(Image.new("RGB", (4, 2)), tmp_path / "picture.xyz")
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
