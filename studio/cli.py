@@ -251,7 +251,7 @@ def _weights_fetch(args: argparse.Namespace) -> int:
     """Fetch every named model, report each, and exit non-zero if any could not be had."""
     from studio.api import Studio
     from studio.loader import resolve_weights
-    from studio.weights import WeightsIntegrityError, WeightsUnavailable, resolve, sha256_of
+    from studio.weights import WeightsIntegrityError, WeightsUnavailable, pinned, resolve, sha256_of
 
     studio = Studio()
     failures = 0
@@ -263,7 +263,10 @@ def _weights_fetch(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
-        print(f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {sha256_of(path)[:16]}...) verified")
+        digest = sha256_of(path)
+        checked = digest in {pinned(source).sha256 for source in spec.sources}
+        verdict = "verified" if checked else "not verified: no sha256 is pinned for it yet"
+        print(f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {digest[:16]}...) {verdict}")
     return 2 if failures else 0
 
 

@@ -118,7 +118,7 @@ def build_module(spec: ModelSpec) -> nn.Module:
     """
     try:
         return _build_module(spec)
-    except TypeError as error:  # unknown or mistyped config keys
+    except (TypeError, RuntimeError) as error:  # unknown or mistyped config keys; sizes torch refuses (z_dim -3)
         raise ValueError(
             f"{spec.name}: the {spec.architecture} config {spec.config} does not fit ({error}); "
             "check the model's config.json"

