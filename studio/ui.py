@@ -689,10 +689,19 @@ class StudioUI:
         raise ValueError(f"no generator named {name!r}: pick one from the menu (the Models tab lists every model)")
 
     @staticmethod
-    def keyframe_choices(state: dict | None) -> Any:
-        """The keyframe picker offers the seeds on show, the first four ticked when there are several."""
+    def after_generation(
+        state: dict | None, ticked: list[str] | None, picked_seed: int | None
+    ) -> tuple[Any, dict | None, Any]:
+        """After new pictures: the keyframe picker offers their seeds, and what the person chose survives a change
+        that keeps the seeds (a slider moved): the ticked seeds stay ticked (otherwise the first four are) and the
+        picture they clicked stays the one that is downloaded and sent on. Returns (keyframes, state, download)."""
         seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
-        return gr.update(choices=seeds, value=seeds[:4] if len(seeds) > 1 else [])
+        ticked = [seed for seed in ticked or [] if seed in seeds] if set(ticked or []) <= set(seeds) else []
+        keyframes = gr.update(choices=seeds, value=ticked or (seeds[:4] if len(seeds) > 1 else []))
+        if not state or picked_seed is None or str(picked_seed) not in seeds:
+            return keyframes, state, gr.update()
+        index = seeds.index(str(picked_seed))
+        return keyframes, {**state, "selected": index}, state["paths"][index]
 
     # Stylize tab
 
@@ -1144,13 +1153,14 @@ class StudioUI:
         parts.append(f"{seconds:.2f} s")
         return " · ".join(parts) + "  \nEach PNG carries these settings; drop it into *Recreate* to get it back."
 
-    def select_image(self, state: dict | None, event: gr.SelectData) -> tuple[Any, dict | None]:
-        """A click on a gallery image makes it the one that is downloaded and sent on."""
+    def select_image(self, state: dict | None, event: gr.SelectData) -> tuple[Any, dict | None, int | None]:
+        """A click on a gallery image makes it the one that is downloaded and sent on (and remembers its seed, so
+        that it stays chosen when the pictures are made again with other settings)."""
         if not state or not state.get("paths"):
-            return gr.update(), state
+            return gr.update(), state, None
         index = min(max(int(event.index), 0), len(state["paths"]) - 1)
         state = {**state, "selected": index}
-        return state["paths"][index], state
+        return state["paths"][index], state, state["seeds"][index]
 
     @staticmethod
     def random_seed() -> int:
@@ -1333,6 +1343,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 with gr.Accordion("Recreate from a studio PNG", open=False):
                     recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
                 generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
+                picked_seed = gr.State(None)  # the seed of the picture last clicked in the gallery
 
             with gr.Tab("Stylize", id="stylize"):
                 with gr.Row(equal_height=False):
@@ -1562,9 +1573,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 **common,
                 **options,
             ).success(
-                ui.keyframe_choices,
-                generate_state,
-                keyframes,
+                ui.after_generation,
+                [generate_state, keyframes, picked_seed],
+                [keyframes, generate_state, download_png],
                 api_name=f"{api_name}_keyframes",
                 queue=False,
                 api_visibility="private",
@@ -1613,7 +1624,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         gallery.select(
             ui.select_image,
             generate_state,
-            [download_png, generate_state],
+            [download_png, generate_state, picked_seed],
             api_name="select_image",
             queue=False,
             api_visibility="private",
