@@ -342,7 +342,7 @@ def test_sizes_above_the_limit_and_unreadable_images_are_refused(official, monke
     small = stylizer.stylize(content=CONTENT, styles=[RED], settings=AdaINSettings(content_size=32, style_size=32))
     assert max(small.image.size) == 32  # a 64 px upload above the output limit is scaled down, not refused
     monkeypatch.delenv("STUDIO_MAX_SIDE")
-    with pytest.raises(ValueError, match="style image 1 is not an image"):
+    with pytest.raises(ValueError, match="style image 1 is not a picture file"):
         stylizer.stylize(content=CONTENT, styles=[b"definitely not a picture"], settings=SMALL)
     with pytest.raises(ValueError, match="content image not found"):
         stylizer.stylize(content=Path("/no/such/picture.png"), styles=[RED], settings=SMALL)

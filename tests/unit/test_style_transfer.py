@@ -347,7 +347,7 @@ def test_bad_input_is_refused(vgg, monkeypatch) -> None:
     with pytest.raises(ValueError, match="limit of 40 px"):
         stylize_gatys(content=CONTENT, styles=[STYLE], vgg=vgg, settings=GatysSettings(size=48, steps=1))
     monkeypatch.delenv("STUDIO_MAX_SIDE")
-    with pytest.raises(ValueError, match="style image 2 is not an image"):
+    with pytest.raises(ValueError, match="style image 2 is not a picture file"):
         stylize_gatys(content=CONTENT, styles=[STYLE, b"<html>"], vgg=vgg, settings=TINY)
     with pytest.raises(ValueError, match="content image is an empty file"):
         stylize_gatys(content=b"", styles=[STYLE], vgg=vgg, settings=TINY)
