@@ -211,9 +211,7 @@ def save_image(
     os.close(handle)
     try:
         image.save(temporary, format=image_format, **options)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes a private file; a picture is an ordinary one
+        os.chmod(temporary, 0o644)  # mkstemp makes a private file; a picture is an ordinary one (as a video's)
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)

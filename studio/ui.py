@@ -696,7 +696,7 @@ class StudioUI:
         that keeps the seeds (a slider moved): the ticked seeds stay ticked (otherwise the first four are) and the
         picture they clicked stays the one that is downloaded and sent on. Returns (keyframes, state, download)."""
         seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
-        ticked = [seed for seed in ticked or [] if seed in seeds] if set(ticked or []) <= set(seeds) else []
+        ticked = list(ticked or []) if set(ticked or []) <= set(seeds) else []
         keyframes = gr.update(choices=seeds, value=ticked or (seeds[:4] if len(seeds) > 1 else []))
         if not state or picked_seed is None or str(picked_seed) not in seeds:
             return keyframes, state, gr.update()

@@ -590,7 +590,8 @@ def with_dropped_in_weights(spec: ModelSpec, folder: Path | None = None) -> Mode
     files = [p for p in sorted(model_folder.iterdir()) if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()]
     if not files:
         return spec
-    pinned_digest = next((pinned(s).sha256 for s in spec.sources if pinned(s).sha256), None)  # registry or pins.json
+    digests = (pinned(source).sha256 for source in spec.sources)  # the registry's, or pins.json's
+    pinned_digest = next((digest for digest in digests if digest), None)
     return replace(spec, sources=(LocalFile(str(files[0]), sha256=pinned_digest), *spec.sources))
 
 
