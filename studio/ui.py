@@ -321,6 +321,18 @@ def _megabytes(size: int | None) -> str:
     return "?" if not size else f"{size / 1e6:.0f} MB"
 
 
+def _download_size(spec: ModelSpec) -> int | None:
+    return getattr(spec.sources[0], "size", None) if spec.sources else None
+
+
+def _output_side(spec: ModelSpec) -> int | None:
+    """A generator's picture side in px, known without loading it (FastGAN's is fixed by its architecture)."""
+    from studio.models.fastgan import RESOLUTION as FASTGAN_RESOLUTION
+
+    side = spec.config.get("resolution")
+    return int(side) if side else FASTGAN_RESOLUTION if spec.architecture == "fastgan" else None
+
+
 def _source_label(source: Any) -> str:
     if isinstance(source, PackageFile):
         return f"PyPI package `{source.distribution}`"
@@ -549,9 +561,14 @@ class StudioUI:
     def generator_choices(self) -> list[tuple[str, str]]:
         choices = []
         for spec in self.studio.models(kind="generator"):
-            size = spec.config.get("resolution")
-            note = "offline" if is_cached(spec) else f"download {_megabytes(getattr(spec.sources[0], 'size', None))}"
-            choices.append((f"{spec.name}  ·  {size} px  ·  {note}" if size else spec.name, spec.name))
+            if is_cached(spec):
+                note = "offline"
+            elif is_offline():
+                note = "not on this machine"
+            else:
+                note = f"download {_megabytes(_download_size(spec))}"
+            side = _output_side(spec)
+            choices.append((f"{spec.name}  ·  {f'{side} px  ·  ' if side else ''}{note}", spec.name))
         return choices
 
     def ensure_weights(self, name: str, progress: Any = None) -> ModelSpec:
@@ -572,14 +589,18 @@ class StudioUI:
         return report
 
     def model_summary(self, spec: ModelSpec) -> str:
-        status = (
-            "✅ weights on this machine"
-            if is_cached(spec)
-            else (
-                f"⬇ weights not cached ({_megabytes(getattr(spec.sources[0], 'size', None))} from "
-                f"{_source_label(spec.sources[0])}); they are fetched on first use"
+        if is_cached(spec):
+            status = "✅ weights on this machine"
+        elif is_offline():
+            status = (
+                "⛔ weights not on this machine, and the studio is offline: pick a model marked offline, or go online "
+                "(unset HF_HUB_OFFLINE and STUDIO_OFFLINE) to fetch them"
             )
-        )
+        else:
+            status = (
+                f"⬇ weights not cached ({_megabytes(_download_size(spec))} from {_source_label(spec.sources[0])}); "
+                "they are fetched on first use"
+            )
         kind = f"conditional on {len(spec.classes)} classes" if spec.classes else "unconditional"
         return f"{spec.description}  \n{kind} · {status} · licence: {spec.license or 'see model card'}"
 
@@ -681,6 +702,10 @@ class StudioUI:
                                                                     DIRECTION_RANGE))
               for index, amount in enumerate(directions, start=1)),
         ]  # fmt: skip
+
+    def _adain_missing_offline(self) -> bool:
+        """Offline with AdaIN's encoder or decoder not on this machine: AdaIN cannot run until the network is back."""
+        return is_offline() and not all(is_cached(self.studio.spec(name)) for name in ADAIN_MODELS)
 
     def _generator_spec(self, name: str) -> ModelSpec:
         for spec in self.studio.models(kind="generator"):
@@ -837,7 +862,7 @@ class StudioUI:
 
         def method_can_run() -> None:
             _check_method(method)
-            if method == "adain" and is_offline() and not all(is_cached(self.studio.spec(n)) for n in ADAIN_MODELS):
+            if method == "adain" and self._adain_missing_offline():
                 # short: on the page this message sits over the method's options
                 raise ValueError("offline, without AdaIN's weights: use Gatys")
 
@@ -1047,8 +1072,22 @@ class StudioUI:
         client is told which parameter it was, instead of a bare "less than minimum"."""
         from studio.ops.interpolation import check_easing
 
+        def model_can_run() -> None:
+            spec = self._generator_spec(model)
+            if is_offline() and not is_cached(spec):
+                raise ValueError(
+                    f"offline, and {model}'s weights are not on this machine: pick a model marked offline"
+                )
+
+        def style_can_run() -> None:
+            _check_picture(style, "style picture")
+            if style and self._adain_missing_offline():
+                raise ValueError(
+                    "offline, without AdaIN's weights a walk cannot be stylized: remove the style picture"
+                )
+
         return [
-            _verdict(lambda: self._generator_spec(model)),
+            _verdict(model_can_run),
             _verdict(lambda: parse_seeds(seeds)),
             _verdict(lambda: _whole(frames, "frames", 2, MAX_WALK_FRAMES_UI)),
             _verdict(lambda: _in_range(fps, "fps", 1, 60)),
@@ -1058,7 +1097,7 @@ class StudioUI:
             _verdict(lambda: _in_range(psi, "truncation psi", *PSI_RANGE)),
             _verdict(lambda: None),  # the class: checked with the model, by `walk`
             _verdict(lambda: _walk_side(size)),
-            _verdict(lambda: None),  # the style picture: read by `walk`
+            _verdict(style_can_run),
             _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),
         ]
 
@@ -1202,9 +1241,13 @@ class StudioUI:
     def models_table(self) -> list[list[str]]:
         rows = []
         for spec in self.studio.models():
-            source = spec.sources[0] if spec.sources else None
-            size = getattr(source, "size", None)
-            status = "✅ ready" if is_cached(spec) else (f"⬇ {_megabytes(size)}" if size else "⬇ download")
+            size = _download_size(spec)
+            if is_cached(spec):
+                status = "✅ ready"
+            elif is_offline():
+                status = "⛔ not on this machine (offline)"
+            else:
+                status = f"⬇ {_megabytes(size)}" if size else "⬇ download"
             rows.append([spec.name, spec.kind, status, spec.description, spec.license])
         return rows
 

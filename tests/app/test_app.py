@@ -160,7 +160,7 @@ def test_models_table_says_what_is_cached(client: Client) -> None:
     table = client.predict(api_name="/models")
     rows = {row[0]: row for row in table["data"]}
     assert rows["omniart-eyes"][2].startswith("✅") and rows["vgg19-caffe"][2].startswith("✅")
-    assert rows["wikiart-cubism"][2].startswith("⬇")
+    assert rows["wikiart-cubism"][2] == "⛔ not on this machine (offline)"  # the app under test is offline
     assert {"generator", "vgg-encoder", "adain-decoder"} <= {row[1] for row in rows.values()}
 
 
@@ -391,9 +391,23 @@ def test_nan_walk_sliders_give_a_message(app_url: str) -> None:
 
 
 def test_walk_style_needs_adain_weights_offline(client: Client, shared_data: Path) -> None:
-    with pytest.raises(AppError, match="not cached|weights fetch adain") as caught:
+    # refused before the queue, on the style box: the video on show stays
+    expected = "- style: offline, without AdaIN's weights a walk cannot be stylized: remove the style picture"
+    with pytest.raises(ValidationError, match=re.escape(expected)):
         _walk(client, frames=4, style=str(shared_data / "styles" / "mondrian_cropped.jpg"))
-    assert "Traceback" not in str(caught.value)
+
+
+def test_walk_with_an_unreadable_style_picture_names_it(client: Client, tmp_path: Path) -> None:
+    broken = tmp_path / "style.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValidationError, match=r"- style: style picture .*is not a picture file"):
+        _walk(client, frames=4, style=str(broken))
+
+
+def test_walk_with_a_model_not_on_this_machine_is_refused_offline(client: Client) -> None:
+    expected = "- model: offline, and wikiart-cubism's weights are not on this machine: pick a model marked offline"
+    with pytest.raises(ValidationError, match=re.escape(expected)):
+        _walk(client, frames=4, model="wikiart-cubism")
 
 
 def _wait_for_frames(job) -> None:
@@ -900,3 +914,22 @@ def test_walk_frame_sizes_from_the_menu() -> None:
         _walk_side("8")
     with pytest.raises(ValueError, match=r"whole number of pixels, at least 16, got 20.5$"):
         _walk_side("20.5")
+
+
+def test_model_menus_say_what_a_model_needs_online_and_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.ui import StudioUI
+
+    ui = StudioUI(Studio(device="cpu"))
+    for flag in ("HF_HUB_OFFLINE", "STUDIO_OFFLINE"):
+        monkeypatch.delenv(flag, raising=False)
+    online = dict((name, label) for label, name in ui.generator_choices())
+    assert online["omniart-eyes"] == "omniart-eyes  ·  128 px  ·  offline"
+    assert online["wikiart-cubism"] == "wikiart-cubism  ·  256 px  ·  download 423 MB"
+    assert online["fastgan-painting"] == "fastgan-painting  ·  1024 px  ·  download 117 MB"
+    assert "fetched on first use" in ui.model_summary(ui.studio.spec("wikiart-cubism"))
+
+    monkeypatch.setenv("STUDIO_OFFLINE", "1")
+    offline = dict((name, label) for label, name in ui.generator_choices())
+    assert offline["omniart-eyes"] == online["omniart-eyes"]
+    assert offline["wikiart-cubism"] == "wikiart-cubism  ·  256 px  ·  not on this machine"
+    assert "the studio is offline: pick a model marked offline" in ui.model_summary(ui.studio.spec("wikiart-cubism"))
