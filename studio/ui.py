@@ -1245,7 +1245,7 @@ class StudioUI:
             if is_cached(spec):
                 status = "✅ ready"
             elif is_offline():
-                status = "⛔ not on this machine (offline)"
+                status = "⛔ missing (offline)"
             else:
                 status = f"⬇ {_megabytes(size)}" if size else "⬇ download"
             rows.append([spec.name, spec.kind, status, spec.description, spec.license])
@@ -1572,8 +1572,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             with gr.Tab("Models", id="models"):
                 gr.Markdown(
                     "Models the studio knows. ✅ means the weights are on this machine; the others are downloaded "
-                    "when first used (or fetch them here). Offline, pre-download with "
-                    "`python -m studio weights fetch NAME`."
+                    "when first used (or fetch them here), and ⛔ marks those missing while the studio is offline. "
+                    "To work offline later, fetch them beforehand: `python -m studio weights fetch NAME`."
                 )
                 models_table = gr.Dataframe(
                     ui.models_table(),
@@ -1690,6 +1690,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             fetch_name,
             [models_table, fetch_info],
             api_name="fetch_weights",
+            show_progress_on=[fetch_info],  # a failed fetch is a toast and a note there; the table stays readable
             concurrency_id="weights",
             concurrency_limit=CONCURRENCY["weights"],
         )

@@ -160,7 +160,7 @@ def test_models_table_says_what_is_cached(client: Client) -> None:
     table = client.predict(api_name="/models")
     rows = {row[0]: row for row in table["data"]}
     assert rows["omniart-eyes"][2].startswith("✅") and rows["vgg19-caffe"][2].startswith("✅")
-    assert rows["wikiart-cubism"][2] == "⛔ not on this machine (offline)"  # the app under test is offline
+    assert rows["wikiart-cubism"][2] == "⛔ missing (offline)"  # the app under test is offline
     assert {"generator", "vgg-encoder", "adain-decoder"} <= {row[1] for row in rows.values()}
 
 
