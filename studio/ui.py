@@ -1590,10 +1590,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 )
                 with gr.Row(equal_height=False):
                     fetch_name = gr.Dropdown(
-                        [spec.name for spec in ui.studio.models()], label="Model", value=None, scale=3
+                        [spec.name for spec in ui.studio.models()],
+                        label="Model",
+                        value=None,
+                        scale=3,
+                        elem_id="fetch-name",
                     )
                     with gr.Column(scale=2, min_width=200):
-                        fetch_button = gr.Button("Fetch and verify weights", variant="primary")
+                        fetch_button = gr.Button("Fetch and verify weights", variant="primary", elem_id="fetch-button")
                         refresh_button = gr.Button("Refresh the list", variant="secondary", size="sm")
                 fetch_info = gr.Markdown(label="Fetch result", elem_id="fetch-info")
                 with gr.Accordion("Credits and licences", open=False):

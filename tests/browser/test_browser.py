@@ -302,3 +302,18 @@ def test_models_tab_lists_models_and_credits(page) -> None:
     _assert_no_error_toast(page)
     page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
     page.get_by_role("tab", name="Generate").click()
+
+
+def test_a_failed_fetch_is_a_toast_and_the_models_table_stays(page) -> None:
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#fetch-name input").fill("wikiart-cubism")
+    page.keyboard.press("Enter")
+    page.locator("#fetch-button").click()
+    toast = page.locator(".toast-body").filter(has_text="wikiart-cubism is not cached and offline")
+    toast.wait_for()
+    assert "python -m studio weights fetch wikiart-cubism" in toast.inner_text()
+    table = page.locator("#models-table")
+    assert table.is_visible() and "omniart-eyes" in table.inner_text()  # not an "Error" panel
+    assert "⛔ missing (offline)" in table.inner_text()
+    page.locator(".toast-close").first.click()
+    page.get_by_role("tab", name="Generate").click()
