@@ -254,6 +254,34 @@ def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(mon
     assert run_shape == (20, 12) and _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
+def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    for name in ("_direct", "_nnpack", "_winograd_conv"):
+        original = getattr(FrozenConv3x3, name)
+
+        def recording(self: FrozenConv3x3, direction: str, x: Tensor, original=original, name=name) -> Tensor:
+            calls.append((name, tuple(x.shape[-2:])))
+            return original(self, direction, x)
+
+        monkeypatch.setattr(FrozenConv3x3, name, recording)
+    conv = _frozen_conv(3, 4)
+    layer = FrozenConv3x3(conv)
+    with torch.no_grad():
+        layer(torch.randn(1, 3, 20, 12))
+        winner = layer.chosen[("forward", (1, 3, 20, 12))]
+        calls.clear()
+        x = torch.randn(1, 3, 9, 30)  # another shape, the same 8 x 8 corner: no new trials
+        output = layer(x)
+        assert [shape for _, shape in calls] == [(9, 30)] and layer.chosen[("forward", (1, 3, 9, 30))] == winner
+        calls.clear()
+        layer(torch.randn(1, 3, 6, 30))  # a 6 x 8 corner: timed afresh
+    assert {shape for _, shape in calls} == {(6, 8), (6, 30)} and len(calls) >= 3
+    assert _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
 def test_a_winner_that_fails_on_the_whole_input_gives_way_to_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     import studio.models.fast_conv as fast_conv
 
