@@ -17,11 +17,14 @@ run them in oneDNN) was 2-10x slower.
 The winner depends on the CPU, the layer and the picture size, so on the first call for an input shape
 `FrozenConv3x3` times every algorithm once on that input (on a 64 px corner of a larger one: timing every algorithm
 on a 512 px AdaIN run whole made its first run 7.4 s instead of 2.5 s; on corners it is 2.9 s), returns the fastest
-one's output and uses that algorithm from then on: results repeat exactly from the first call. A later input of
-another size whose trial corner has the same shape (another photo's aspect ratio, another output size) reuses that
-trial's winner: a 512 px Gatys run's first step after one on a photo of another shape came 0.5 s sooner (3.8 instead
-of 4.3 s), a 384 px run's after two 512 px runs 1.2 s sooner (2.1 instead of 3.3 s; 1.5 s once all is tuned).
-All three agree with torch's convolution to about 1e-5 relative.
+one's output and uses that algorithm from then on. A trial's winner is recorded (`TrialRecord`, in the studio's
+cache folder) by the layer's channels and the trial's shape, and reused by every later input with that trial: another
+layer of the same shape, another photo's aspect ratio or output size, and later processes on this machine. So results
+repeat exactly across runs and processes; with per-process trials, three 30-step Gatys runs at 256 px in three
+processes gave two different pictures (pixels up to 31 levels apart), as timing noise picked NNPACK on one layer
+in one process and Winograd in the others. The first step of a 512 px Gatys run came 5.1 s after the call with
+per-layer trials, 3.4 s with shared ones, 2.6 s in the next process (1.4 s once the style's Grams are cached too).
+All three algorithms agree with torch's convolution to about 1e-5 relative.
 Timing each algorithm twice in a row and keeping its best time made no steady difference (a 256 px Gatys step
 0.315 s on average against 0.313 s, three runs each), so each is timed once. Such comparisons need idle OpenMP
 threads to sleep, as `studio` sets up when it is imported before torch: with them spinning, the trials picked
@@ -41,8 +44,14 @@ Projected-GAN image and cost 2.4 s of timing for every new batch size.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import platform
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -130,6 +139,81 @@ def winograd_conv3x3(x: Tensor, transformed_weight: Tensor, padding: int = 1) ->
     return outputs.reshape(n, k, _STEP * tiles_h, _STEP * tiles_w)[:, :, :out_h, :out_w]
 
 
+@functools.cache
+def _cpu_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), name)
+    except OSError:
+        return name
+
+
+def _machine_fingerprint() -> str:
+    """What a trial's outcome depends on besides the layer's shape: the CPU, the thread count and torch's build."""
+    return f"{_cpu_name()}; {torch.get_num_threads()} threads; torch {torch.__version__}; nnpack {_nnpack_available()}"
+
+
+class TrialRecord:
+    """The winners of the algorithm trials, shared by every layer of the same shape and kept in
+    `convolutions.json` in the studio's cache folder, so that later processes on this machine (the next CLI run, an
+    app restart) choose the same algorithms without timing them again and their results repeat exactly.
+
+    The file is tied to `_machine_fingerprint()`: on another CPU, thread count or torch it is ignored and replaced.
+    A file that cannot be read or written only costs the trials again.
+    """
+
+    FILE_NAME = "convolutions.json"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._winners: dict[str, Algorithm] = {}
+
+    def _file(self) -> Path:
+        from studio.weights import studio_cache_dir
+
+        return studio_cache_dir() / self.FILE_NAME
+
+    def _load(self) -> None:
+        """(Re)read the file when the cache folder is not the one read last (STUDIO_CACHE_DIR changed)."""
+        path = self._file()
+        if path == self._path:
+            return
+        self._path, self._winners = path, {}
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(recorded, dict) and recorded.get("machine") == _machine_fingerprint():
+            winners = recorded.get("winners")
+            if isinstance(winners, dict):
+                self._winners = {key: value for key, value in winners.items() if value in ALGORITHMS}
+
+    def get(self, key: str) -> Algorithm | None:
+        with self._lock:
+            self._load()
+            return self._winners.get(key)
+
+    def put(self, key: str, algorithm: Algorithm) -> None:
+        with self._lock:
+            self._load()
+            self._winners[key] = algorithm
+            assert self._path is not None
+            record = {"machine": _machine_fingerprint(), "winners": self._winners}
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                handle, temporary = tempfile.mkstemp(dir=self._path.parent, suffix=".tmp")
+                with os.fdopen(handle, "w", encoding="utf-8") as file:
+                    json.dump(record, file, indent=0, sort_keys=True)
+                os.replace(temporary, self._path)
+            except OSError:
+                pass  # a read-only cache: the winners stay in memory for this process
+
+
+TRIALS = TrialRecord()
+
+
 def _nnpack_available() -> bool:
     # Also initialises NNPACK; its convolution fails until this has been called once.
     return bool(torch.backends.nnpack.is_available())
@@ -158,9 +242,6 @@ class FrozenConv3x3:
         self._weights: dict[Direction, tuple[Tensor, Tensor | None]] = {}
         self._winograd: dict[Direction, Tensor] = {}
         self.chosen: dict[tuple[Direction, tuple[int, ...]], Algorithm] = {}
-        # The winner of each trial, by the trial's shape: inputs of other sizes with the same corner (another photo's
-        # aspect ratio, another output size) reuse it instead of timing the same trial again.
-        self._trial_winners: dict[tuple[Direction, tuple[int, ...]], Algorithm] = {}
         self._refresh()
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -186,8 +267,11 @@ class FrozenConv3x3:
         and its output on `x`. A candidate that fails is left out."""
         height, width = x.shape[-2:]
         trial = x[..., :TRIAL_SIDE, :TRIAL_SIDE].contiguous() if max(height, width) > TRIAL_SIDE else x
-        trial_key = (direction, tuple(trial.shape))
-        best = self._trial_winners.get(trial_key)
+        conv = self.conv
+        shape = "x".join(map(str, trial.shape))
+        trial_key = f"{conv.in_channels}-{conv.out_channels} {direction} pad {self._padding[direction]} {shape}"
+        trial_key += "" if conv.bias is None or direction == "backward" else " bias"
+        best = TRIALS.get(trial_key)
         outputs: dict[Algorithm, Tensor] = {}
         if best is None:
             seconds: dict[Algorithm, float] = {}
@@ -202,7 +286,8 @@ class FrozenConv3x3:
                         raise
                     continue  # NNPACK refuses some shapes and machines; the others remain
                 seconds[name] = time.perf_counter() - started
-            best = self._trial_winners[trial_key] = min(seconds, key=seconds.__getitem__)
+            best = min(seconds, key=seconds.__getitem__)
+            TRIALS.put(trial_key, best)
         if trial is not x or best not in outputs:
             try:
                 outputs[best] = self._algorithm(best)(direction, x)
@@ -226,7 +311,6 @@ class FrozenConv3x3:
             self._weights.clear()
             self._winograd.clear()
             self.chosen.clear()
-            self._trial_winners.clear()
 
     def _filters(self, direction: Direction) -> tuple[Tensor, Tensor | None]:
         if direction not in self._weights:

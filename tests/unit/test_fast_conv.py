@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,10 +255,8 @@ def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(mon
     assert run_shape == (20, 12) and _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
-def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: pytest.MonkeyPatch) -> None:
-    import studio.models.fast_conv as fast_conv
-
-    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+def _record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, ...]]]:
+    """(algorithm, input height and width) of every convolution that runs from now on."""
     calls: list[tuple[str, tuple[int, ...]]] = []
     for name in ("_direct", "_nnpack", "_winograd_conv"):
         original = getattr(FrozenConv3x3, name)
@@ -267,6 +266,14 @@ def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: py
             return original(self, direction, x)
 
         monkeypatch.setattr(FrozenConv3x3, name, recording)
+    return calls
+
+
+def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    calls = _record_calls(monkeypatch)
     conv = _frozen_conv(3, 4)
     layer = FrozenConv3x3(conv)
     with torch.no_grad():
@@ -280,6 +287,69 @@ def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: py
         layer(torch.randn(1, 3, 6, 30))  # a 6 x 8 corner: timed afresh
     assert {shape for _, shape in calls} == {(6, 8), (6, 30)} and len(calls) >= 3
     assert _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_layers_of_one_shape_share_trials_and_a_new_process_reuses_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import studio.models.fast_conv as fast_conv
+    from studio.weights import studio_cache_dir
+
+    calls = _record_calls(monkeypatch)
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        first = FrozenConv3x3(_frozen_conv(3, 4, seed=1))
+        first(x)
+        winner = first.chosen[("forward", (1, 3, 10, 10))]
+        assert len(calls) >= 2  # timed
+        calls.clear()
+        FrozenConv3x3(_frozen_conv(3, 4, seed=2))(x)  # other weights, the same shape
+        assert calls == [(f"_{winner}" if winner != "winograd" else "_winograd_conv", (10, 10))]
+
+        recorded = json.loads((studio_cache_dir() / "convolutions.json").read_text())
+        assert recorded["winners"] == {"3-4 forward pad 1 1x3x10x10 bias": winner}
+        assert f"{torch.get_num_threads()} threads; torch {torch.__version__}" in recorded["machine"]
+        monkeypatch.setattr(fast_conv, "TRIALS", fast_conv.TrialRecord())  # as a new process starts
+        calls.clear()
+        again = FrozenConv3x3(_frozen_conv(3, 4, seed=1))
+        assert torch.equal(again(x), first(x)) and len(calls) == 2  # no trials: one run each
+        assert again.chosen[("forward", (1, 3, 10, 10))] == winner
+
+
+@pytest.mark.parametrize("contents", ['{"machine": "another CPU", "winners": {}}', "{not json", ""])
+def test_a_record_from_another_machine_or_unreadable_is_timed_afresh(
+    monkeypatch: pytest.MonkeyPatch, contents: str
+) -> None:
+    import json
+
+    import studio.models.fast_conv as fast_conv
+    from studio.weights import studio_cache_dir
+
+    record_file = studio_cache_dir() / "convolutions.json"
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(contents.replace("{}", '{"3-4 forward pad 1 1x3x10x10 bias": "direct"}'))
+    monkeypatch.setattr(fast_conv, "TRIALS", fast_conv.TrialRecord())
+    calls = _record_calls(monkeypatch)
+    with torch.no_grad():
+        FrozenConv3x3(_frozen_conv(3, 4))(torch.randn(1, 3, 10, 10))
+    assert len(calls) >= 3  # every candidate timed, then nothing more (the trial input is the whole input)
+    assert json.loads(record_file.read_text())["machine"] == fast_conv._machine_fingerprint()
+
+
+def test_an_unwritable_cache_folder_only_costs_the_trials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(fast_conv, "TRIALS", fast_conv.TrialRecord())
+    conv = _frozen_conv(3, 4)
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        assert _close(FrozenConv3x3(conv)(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+        calls = _record_calls(monkeypatch)
+        FrozenConv3x3(conv)(x)
+    assert len(calls) == 1  # remembered in memory for this process
 
 
 def test_a_winner_that_fails_on_the_whole_input_gives_way_to_direct(monkeypatch: pytest.MonkeyPatch) -> None:
