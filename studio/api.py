@@ -6,6 +6,7 @@ unless STUDIO_DEVICE says otherwise) and turns user settings into calls of the p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -215,7 +216,13 @@ def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationS
 def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> GenerationSettings:
     """The generation settings stored in a PNG written by the studio; ValueError saying what is wrong otherwise."""
     if isinstance(path_or_image, Image.Image):
-        return _settings_in(path_or_image)
+        return _settings_in({**path_or_image.info, **getattr(path_or_image, "text", {})})
+    path = Path(path_or_image)
+    if path.is_file():  # the studio writes its settings before the pixels: read them without decoding (big grids)
+        with contextlib.suppress(OSError):
+            texts = imaging.png_text_before_pixels(path)
+            if METADATA_KEY in texts:
+                return _settings_in(texts)
     with imaging.open_image(path_or_image, name="this file", wanted="give a PNG saved from Generate") as image:
         if image.format != "PNG":
             raise ValueError(f"this is a {image.format} file; give a PNG saved from Generate")
@@ -223,11 +230,10 @@ def read_png_settings(path_or_image: str | os.PathLike[str] | Image.Image) -> Ge
             image.load()  # text chunks after the pixels are read here too
         except (OSError, SyntaxError, EOFError) as error:
             raise ValueError(f"this PNG could not be read ({error}); the file looks truncated or corrupt") from None
-        return _settings_in(image)
+        return _settings_in({**image.info, **getattr(image, "text", {})})
 
 
-def _settings_in(image: Image.Image) -> GenerationSettings:
-    chunks = {**image.info, **getattr(image, "text", {})}
+def _settings_in(chunks: Mapping[str, Any]) -> GenerationSettings:
     text = chunks.get(METADATA_KEY)
     if not text:
         if chunks.get(STYLIZE_METADATA_KEY):

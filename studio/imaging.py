@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -117,6 +119,55 @@ def open_image(
         raise ValueError(f"{name} is not a picture file this studio can read; {wanted}") from None
     except OSError as error:
         raise ValueError(f"{name} could not be opened ({error}); the file looks truncated or corrupt") from None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_TEXT_BYTES = 1 << 20  # a settings chunk is a few hundred bytes; anything past this is not ours
+
+
+def png_text_before_pixels(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) before a PNG's pixels, read without decoding any pixel, so that a picture
+    too large to decode can still say how it was made. {} for a file that is not a PNG; stops at a damaged chunk."""
+    texts: dict[str, str] = {}
+    with open(path, "rb") as file:
+        if file.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            return texts
+        while len(header := file.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind in (b"IDAT", b"IEND") or length > MAX_TEXT_BYTES:
+                break
+            data = file.read(length)
+            file.read(4)  # CRC
+            try:
+                key, text = _png_text_chunk(kind, data)
+            except (ValueError, zlib.error, UnicodeDecodeError):
+                break
+            if key:
+                texts[key] = text
+    return texts
+
+
+def _png_text_chunk(kind: bytes, data: bytes) -> tuple[str, str]:
+    """(keyword, text) of a tEXt, zTXt or iTXt chunk; ("", "") for any other chunk."""
+
+    def inflate(compressed: bytes) -> bytes:
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(compressed, MAX_TEXT_BYTES)
+        if inflater.unconsumed_tail:
+            raise ValueError("a compressed text chunk larger than any settings")
+        return text
+
+    keyword, _, rest = data.partition(b"\0")
+    if kind == b"tEXt":
+        return keyword.decode("latin-1"), rest.decode("latin-1")
+    if kind == b"zTXt":
+        return keyword.decode("latin-1"), inflate(rest[1:]).decode("latin-1")
+    if kind == b"iTXt":
+        compressed, rest = rest[:1] == b"\1", rest[2:]
+        _language, _, rest = rest.partition(b"\0")
+        _translated, _, text = rest.partition(b"\0")
+        return keyword.decode("latin-1"), (inflate(text) if compressed else text).decode("utf-8")
+    return "", ""
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from PIL import Image, PngImagePlugin
 from studio import Studio, read_png_settings
 from studio.api import METADATA_KEY, STYLIZE_METADATA_KEY
 from studio.cli import main as cli_main
+from studio.imaging import load_image, png_text_before_pixels
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +108,44 @@ def test_png_metadata_round_trips_to_the_same_image(studio: Studio, tmp_path) ->
     assert settings == result.settings
     again = studio.regenerate(path)
     assert np.array_equal(pixels(again.images[0]), pixels(Image.open(path).convert("RGB")))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_settings_are_read_from_a_grid_too_large_to_decode(studio: Studio, tmp_path) -> None:
+    result = studio.generate(model="omniart-eyes", seed=4, batch=2)
+    stored = result.settings.to_json().encode()
+    header = struct.pack(">IIBBBBB", 9000, 9000, 8, 2, 0, 0, 0)  # 81 megapixels: over the 64 MP decoding limit
+    grid = tmp_path / "grid.png"
+    settings_chunk = _png_chunk(b"tEXt", METADATA_KEY.encode() + b"\0" + stored)
+    pixels_chunk = _png_chunk(b"IDAT", zlib.compress(b"\0" * 100))
+    grid.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + settings_chunk + pixels_chunk)
+    assert read_png_settings(grid) == result.settings
+    with pytest.raises(ValueError, match=r"9000x9000 \(81 megapixels\); the limit is 64"):
+        load_image(grid)  # its pixels stay refused
+
+
+@pytest.mark.parametrize("chunk", ["tEXt", "zTXt", "iTXt", "compressed iTXt"])
+def test_png_text_is_read_from_every_text_chunk_kind(chunk: str, tmp_path) -> None:
+    info = PngImagePlugin.PngInfo()
+    value = "seeds 1, 2 · ψ 0.7"
+    if chunk == "tEXt":
+        value = value.encode("latin-1", "replace").decode("latin-1")
+        info.add_text("note", value)
+    elif chunk == "zTXt":
+        value = value.encode("latin-1", "replace").decode("latin-1")
+        info.add_text("note", value, zip=True)
+    else:
+        info.add_itxt("note", value, zip=chunk.startswith("compressed"))
+    path = tmp_path / "note.png"
+    Image.new("RGB", (4, 4)).save(path, pnginfo=info)
+    assert png_text_before_pixels(path) == {"note": value}
+    assert png_text_before_pixels(tmp_path / "note.png") == Image.open(path).text
+    jpeg = tmp_path / "note.jpg"
+    Image.new("RGB", (4, 4)).save(jpeg)
+    assert png_text_before_pixels(jpeg) == {}
 
 
 @pytest.mark.parametrize(
