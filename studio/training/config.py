@@ -225,6 +225,16 @@ def check_destination(config: TrainConfig) -> None:
                 f"{config.out} already holds files the studio did not write; choose a new or empty folder, so that "
                 "nothing of yours is overwritten"
             )
+    existing = out  # checked now, not when the first checkpoint is written after loading every image
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot make the export folder {config.out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot write the export folder {config.out}: no permission to write in {existing}; choose another "
+            "folder (--out)"
+        )
 
 
 @dataclass(frozen=True)

@@ -408,6 +408,12 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
         )
         for skipped in data.skipped:
             print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+        if config.batch_size > len(data):
+            print(
+                f"note: a batch of {config.batch_size} is larger than the {len(data)} images, so every batch repeats "
+                f"some of them; --batch {len(data)} or less shows each image at most once per step",
+                file=sys.stderr,
+            )
     if main:
         config.out.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()

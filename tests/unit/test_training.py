@@ -8,6 +8,7 @@ import math
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,7 @@ def test_destinations_that_would_lose_or_confuse_work_are_refused(flat_folder: P
         (dict(data=flat_folder, out=flat_folder / "export"), "inside the training images"),
         (dict(data=flat_folder, out=tmp_path / "eyes", name="Omniart Eyes"), "name of a built-in model"),
         (dict(data=flat_folder, out=mine / "README.md"), "is a file"),
+        (dict(data=flat_folder, out=mine / "README.md" / "model"), "cannot make the export folder .* is a file"),
     ]
     for where, message in refusals:
         with pytest.raises(ValueError, match=message):
@@ -195,6 +197,32 @@ def test_destinations_that_would_lose_or_confuse_work_are_refused(flat_folder: P
     out = tmp_path / "again"
     train(make_train_config(data=flat_folder, out=out, steps=1, **TINY))
     assert train(make_train_config(data=flat_folder, out=out, steps=1, resume=False, **TINY)).step == 1
+
+
+def test_an_export_folder_that_cannot_be_written_is_refused_before_loading(
+    flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import studio.training.config as training_config
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # as os.access answers for a read-only folder (root may write anywhere, so chmod cannot show it in CI)
+    monkeypatch.setattr(training_config.os, "access", lambda path, mode: Path(path) != locked)
+    loaded: list[Path] = []
+    monkeypatch.setattr("studio.training.trainer.ImageFolder", lambda folder, **_: loaded.append(folder))
+    with pytest.raises(ValueError, match=f"cannot write the export folder {locked / 'model'}: no permission"):
+        train(make_train_config(data=flat_folder, out=locked / "model", steps=1, **TINY))
+    assert loaded == [] and not (locked / "model").exists()
+
+
+def test_a_batch_larger_than_the_images_trains_and_says_so(
+    flat_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_train_config(data=flat_folder, out=tmp_path / "out", steps=1, **{**TINY, "batch_size": 16})
+    assert train(replace(config, progress_bar=True)).step == 1
+    assert "a batch of 16 is larger than the 10 images" in capsys.readouterr().err
+    train(replace(config, steps=2, progress_bar=True, batch_size=8, resume=False))
+    assert "larger than" not in capsys.readouterr().err
 
 
 def test_conditional_training_from_nested_folders(class_folder: Path, tmp_path: Path) -> None:
