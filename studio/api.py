@@ -27,6 +27,7 @@ from studio.ops.common import (  # Cancelled is re-exported: stopped progress ra
     Cancelled,
     as_whole_number,
     check_output_side,
+    weight_values,
 )
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, ModelSpec, builtin_models
 from studio.weights import (
@@ -485,12 +486,17 @@ class Studio:
         yet as a StylizeResult whose settings count the full-size steps behind it (a few milliseconds: call it only
         to show or keep the picture).
         """
-        style_list = imaging.image_sources(styles)
+        # decoded first, so that a bad picture is named before any weights are downloaded
+        content = imaging.load_image(content, name="content image")
+        style_list: list[imaging.ImageSource] = [
+            imaging.load_image(style, name=f"style image {index}")
+            for index, style in enumerate(imaging.image_sources(styles), start=1)
+        ]
         strength = _check_number(strength, "strength", 0.0, 1.0)
         size = _check_output_size(size)
         if preserve_color not in ("none", "luminance", "histogram"):
             raise ValueError(f"preserve_color must be none, luminance or histogram, got {preserve_color!r}")
-        weights = None if style_weights is None else tuple(float(w) for w in style_weights)
+        weights = None if style_weights is None else weight_values(style_weights, what="style")
         if method == "adain":
             return self._stylize_adain(content, style_list, weights, strength, preserve_color, size, mask, preview)
         if method != "gatys":

@@ -34,7 +34,10 @@ def image_sources(sources: ImageSource | Iterable[ImageSource]) -> list[ImageSou
     object is iterable, by lines, so it must not be taken for a list)."""
     if isinstance(sources, (str, bytes, os.PathLike, Image.Image)) or hasattr(sources, "read"):
         return [sources]  # type: ignore[list-item]
-    return list(sources)  # type: ignore[arg-type]
+    if not isinstance(sources, Iterable):
+        picture = "a file path, bytes, an open file or a PIL image"
+        raise ValueError(f"expected a picture ({picture}) or a list of them, got {sources!r}")
+    return list(sources)
 
 
 def max_side_from_env() -> int:
@@ -98,6 +101,8 @@ def open_image(
         if not source:
             raise ValueError(f"{name} is an empty file")
         stream: BinaryIO = io.BytesIO(source)
+    elif not isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
+        raise ValueError(f"{name} must be a file path, bytes, an open file or a PIL image, got {source!r}")
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():

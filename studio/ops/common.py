@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,13 +56,26 @@ def image_digest(image: Image.Image) -> str:
     return hasher.hexdigest()
 
 
+def weight_values(weights: Iterable[float], *, what: str) -> tuple[float, ...]:
+    """Blend weights as floats; ValueError for anything but a list of numbers (a bare 0.5, text)."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Iterable):
+        raise ValueError(f"{what} weights must be a list of numbers, one per {what}, got {weights!r}")
+    values = []
+    for weight in weights:
+        try:
+            values.append(float(weight))
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} weights must be numbers, got {weight!r}") from None
+    return tuple(values)
+
+
 def normalise_weights(weights: Sequence[float] | None, count: int, *, what: str) -> tuple[float, ...]:
     """Blend weights for `count` items, scaled to sum to 1 ([2, 2] -> (0.5, 0.5)); None means equal weights."""
     if count < 1:
         raise ValueError(f"give at least one {what}")
     if weights is None:
         return tuple(1.0 / count for _ in range(count))
-    values = [float(w) for w in weights]
+    values = weight_values(weights, what=what)
     if len(values) != count:
         raise ValueError(
             f"got {len(values)} {what} weights for {count} {what}{'s' * (count != 1)}; give one weight per {what}"

@@ -60,6 +60,25 @@ def test_gatys_cancel_and_bad_settings(photo, painting) -> None:
         studio.stylize(content=b"plain text, not a picture", styles=[painting], size=64, steps=2)
 
 
+@pytest.mark.parametrize("method", ["gatys", "adain"])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [  # wrong types are ValueErrors that say what to give, not TypeErrors from deep inside
+        ({"content": None}, "content image must be a file path, bytes, an open file or a PIL image, got None"),
+        ({"content": 123}, "content image must be a file path, bytes, an open file or a PIL image, got 123"),
+        ({"styles": None}, r"expected a picture \(a file path, bytes, an open file or a PIL image\) or a list"),
+        ({"styles": ["PAINTING", None]}, "style image 2 must be a file path, bytes, an open file or a PIL image"),
+        ({"style_weights": 0.5}, "style weights must be a list of numbers, one per style, got 0.5"),
+        ({"style_weights": ["heavy"]}, "style weights must be numbers, got 'heavy'"),
+    ],
+)
+def test_wrong_types_in_the_api_are_clear_errors(photo, painting, arguments, message, method) -> None:
+    given = {"content": photo, "styles": [painting], **arguments}
+    given["styles"] = [painting if style == "PAINTING" else style for style in given["styles"] or []] or None
+    with pytest.raises(ValueError, match=message):
+        Studio(device="cpu").stylize(**given, method=method, size=32, steps=1)
+
+
 def test_adain_offline_says_how_to_get_the_weights(photo, painting, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsUnavailable, match="python -m studio weights fetch adain-encoder") as caught:
