@@ -447,10 +447,14 @@ class Studio:
                     count=count,
                     device=self.device,
                 )
-                cache.parent.mkdir(parents=True, exist_ok=True)
                 temporary = cache.with_suffix(".tmp")
-                torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
-                os.replace(temporary, cache)
+                try:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
+                    os.replace(temporary, cache)
+                except (OSError, RuntimeError):  # a read-only or full cache: keep them for this process only
+                    with contextlib.suppress(OSError):
+                        temporary.unlink(missing_ok=True)
             self._directions[key] = found
             return found
 

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import urllib.error
@@ -122,18 +123,28 @@ def read_pins() -> dict[str, dict[str, str]]:
     """Pins recorded on first use: {source description: {"revision": ..., "sha256": ...}}."""
     try:
         return json.loads(_pins_path().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):  # no pins yet, or no cache folder
         return {}
 
 
 def _record_pin(key: str, **values: str) -> None:
+    """Add to pins.json. A cache folder that cannot be written costs the pin, not the download: a warning says so."""
     pins = read_pins()
     pins[key] = {**pins.get(key, {}), **values}
     path = _pins_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(pins, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(pins, indent=2, sort_keys=True))
+        os.replace(temporary, path)
+    except OSError as error:
+        logging.getLogger(__name__).warning(
+            "could not record the pin of %s in %s (%s); later downloads of it will not be checked against it. "
+            "Make STUDIO_CACHE_DIR a folder you can write to.",
+            key,
+            path,
+            error.strerror or error,
+        )
 
 
 def pinned(source: WeightSource) -> WeightSource:

@@ -101,6 +101,17 @@ def test_directions_are_cached_on_disk_by_weight_digest(studio: Studio, tmp_path
     assert torch.equal(reloaded.vectors, directions.vectors)
 
 
+def test_directions_work_when_the_cache_folder_cannot_be_written(studio: Studio, tmp_path, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(blocker / "cache"))
+    fresh = Studio(device="cpu")
+    moved = fresh.generate(model="omniart-eyes", seed=3, directions={0: 2.0})
+    plain = fresh.generate(model="omniart-eyes", seed=3)
+    assert np.abs(pixels(moved.images[0]) - pixels(plain.images[0])).mean() > 1
+    assert fresh.directions("omniart-eyes") is fresh.directions("omniart-eyes")  # kept in memory instead
+
+
 def test_png_metadata_round_trips_to_the_same_image(studio: Studio, tmp_path) -> None:
     result = studio.generate(model="omniart-eyes", seed=21, psi=0.7, class_name="hazel", directions={1: -1.5})
     path = result.save(tmp_path / "art.png")

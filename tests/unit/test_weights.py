@@ -265,6 +265,19 @@ def test_hub_pin_on_first_use_records_commit_and_digest_and_refuses_tampering(
     assert path.resolve().read_bytes() == b"tampered " + data  # refused, not deleted: the user decides
 
 
+def test_a_cache_folder_that_cannot_be_written_costs_the_pin_not_the_download(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, data = tiny_checkpoint(seed=1)
+    hub_server.add_file(REPO, FILE, data)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(blocker / "cache"))
+    with caplog.at_level("WARNING", logger="studio.weights"):
+        assert resolve(HubFile(REPO, FILE), what=NAME).read_bytes() == data
+    assert "could not record the pin of hub:" in caplog.text and "Make STUDIO_CACHE_DIR a folder" in caplog.text
+
+
 def test_a_dropped_in_file_is_checked_against_a_pin_from_first_use(
     hub_server: HubServer, studio_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
