@@ -192,6 +192,16 @@ class WalkResult:
         """True when a stop kept the walk's first frames: `frames` is then below `settings["frames"]`."""
         return self.frames < self.settings["frames"]
 
+    @property
+    def route(self) -> str:
+        """Where the walk goes, in words: "keyframes 3, 14, 15", or what a noise loop or a single seed makes."""
+        seeds = self.settings["seeds"]
+        if self.settings["path"] == "noise-loop":
+            return f"a noise loop around seed {seeds[0]}"
+        if len(seeds) == 1:
+            return f"a loop around seed {seeds[0]} (one keyframe: give two or more seeds to walk between them)"
+        return "keyframes " + ", ".join(map(str, seeds))
+
 
 def walk_file_stem(model: str, seeds: Sequence[int]) -> str:
     """How a new walk file's name starts: the model and the first six keyframe seeds."""
@@ -370,7 +380,8 @@ class Studio:
         directions: Mapping[int, float] | None = None,
         size: int | None = None,
     ) -> GenerationResult:
-        """Artworks from seeds. `seeds` wins over `seed`+`batch` (seed, seed+1, ...); no seed: a random one.
+        """Artworks from seeds. `seeds` wins over `seed`+`batch` (seed, seed+1, ..., wrapping from 4294967295 to
+        0); no seed: a random one.
 
         psi in [0, 1.5] pulls latents towards the generator's mean (see `studio.ops.generation.truncate`);
         `directions` maps a direction index to an amount in standard deviations; `size` resizes the output.

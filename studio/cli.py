@@ -360,7 +360,7 @@ def _walk(args: argparse.Namespace) -> int:
         print(f"interrupted: {result.path} holds the first {result.frames} of {planned} frames", file=sys.stderr)
         return 130
     print(
-        f"{result.path}: {result.frames} frames {result.width}x{result.height} at {result.fps:g} fps "
+        f"{result.path}: {result.route}, {result.frames} frames {result.width}x{result.height} at {result.fps:g} fps "
         f"({result.seconds:.1f} s, {100 * result.seconds_encoding / max(result.seconds, 1e-9):.0f}% encoding)"
     )
     return 0

@@ -1051,7 +1051,7 @@ class StudioUI:
                 outputs: tuple[Any, Any, str] = (gr.update(), gr.update(), WALK_STOPPED)
             else:
                 playable = str(result.path) if fmt in ("mp4", "webm") else None
-                outputs = (playable, str(result.path), self._walk_info(result, model, keyframes))
+                outputs = (playable, str(result.path), self._walk_info(result, model))
             job.hand_over(outputs)  # a Stop on the page cancels this event: its handler shows these instead
         yield outputs
 
@@ -1104,10 +1104,10 @@ class StudioUI:
         ]
 
     @staticmethod
-    def _walk_info(result: WalkResult, model: str, keyframes: list[int]) -> str:
+    def _walk_info(result: WalkResult, model: str) -> str:
         settings = result.settings
         summary = (
-            f"**{model}** · keyframes {', '.join(map(str, keyframes))} · {result.frames} frames at {result.fps:g} fps "
+            f"**{model}** · {result.route} · {result.frames} frames at {result.fps:g} fps "
             f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {settings['format'].upper()} · "
             f"rendered in {result.seconds:.1f} s"
         )

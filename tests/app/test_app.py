@@ -332,7 +332,7 @@ def test_walk_renders_a_video_that_starts_on_the_first_keyframe(client: Client) 
     assert video is not None and Path(video).suffix == ".mp4" and Path(file).suffix == ".mp4"
     frames, rate = _decode(video)
     assert len(frames) == 12 and rate == 12 and frames[0].shape == (128, 128, 3)
-    assert "12 frames at 12 fps" in summary
+    assert "keyframes 3, 14, 15 · 12 frames at 12 fps" in summary
     keyframe = _pixels(_gallery_paths(_generate(client, seed=3, class_name="blue")[0])[0])
     assert np.abs(frames[0] - keyframe).mean() < 8  # the walk starts on seed 3's artwork (codec loss aside)
     assert np.abs(frames[6] - keyframe).mean() > 8  # and goes somewhere else

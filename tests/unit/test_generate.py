@@ -48,6 +48,13 @@ def test_same_seed_same_image_alone_or_in_a_batch(studio: Studio) -> None:
     assert np.abs(pixels(alone) - pixels(other)).mean() > 5
 
 
+def test_a_batch_past_the_last_seed_wraps_to_zero(studio: Studio) -> None:
+    wrapped = studio.generate(model="omniart-eyes", seed=2**32 - 2, batch=3, class_name="blue")
+    assert wrapped.seeds == (2**32 - 2, 2**32 - 1, 0)
+    zero = studio.generate(model="omniart-eyes", seed=0, class_name="blue").images[0]
+    assert np.array_equal(pixels(wrapped.images[2]), pixels(zero))
+
+
 def test_random_seed_is_reported_and_reproduces(studio: Studio) -> None:
     first = studio.generate(model="omniart-eyes")
     (seed,) = first.seeds

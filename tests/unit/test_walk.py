@@ -64,6 +64,16 @@ def test_class_per_keyframe_and_noise_loop(studio: Studio, tmp_path) -> None:
     )
     with Image.open(orbit.path) as gif:
         assert gif.n_frames == 10
+    assert orbit.route == "a noise loop around seed 9" and classes.route == "keyframes 1, 2"
+
+
+def test_one_keyframe_makes_a_loop_around_it_and_says_so(studio: Studio, tmp_path, capsys) -> None:
+    around = studio.walk(model="omniart-eyes", seeds=[5], frames=8, loop=True, out=tmp_path / "one.zip")
+    frames = zip_frames(around.path)
+    assert len(frames) == 8 and np.abs(frames[4].astype(int) - frames[0]).mean() > 1  # it moves
+    assert around.route.startswith("a loop around seed 5 (one keyframe: give two or more seeds")
+    assert cli_main(["walk", "--seeds", "5", "--frames", "4", "--loop", "--out", str(tmp_path / "one.gif")]) == 0
+    assert "a loop around seed 5 (one keyframe" in capsys.readouterr().out
 
 
 def test_cancelling_leaves_no_file(studio: Studio, tmp_path) -> None:
