@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin
 
 from studio import imaging
+from studio.files import replaced_when_done
 from studio.ops.common import (  # Cancelled is re-exported: stopped progress raises it
     WALK_FRAME_METADATA_KEY,
     Cancelled,
@@ -458,14 +459,11 @@ class Studio:
                     count=count,
                     device=self.device,
                 )
-                temporary = cache.with_suffix(".tmp")
                 try:
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
-                    os.replace(temporary, cache)
+                    with replaced_when_done(cache, make_folder=True) as temporary:
+                        torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
                 except (OSError, RuntimeError):  # a read-only or full cache: keep them for this process only
-                    with contextlib.suppress(OSError):
-                        temporary.unlink(missing_ok=True)
+                    pass
             self._directions[key] = found
             return found
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -21,6 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from studio.files import replaced_when_done
 
 DEFAULT_MAX_SIDE = 4096
 # Decoding more pixels than this is refused before the decoder allocates memory (a 20000x20000 PNG header is 400 MP).
@@ -263,18 +264,11 @@ def save_image(
     image_format = image_format or Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"{path.name}: unknown picture file suffix; use .png, .jpg or .webp")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
     try:
-        image.save(temporary, format=image_format, **options)
-        os.chmod(temporary, 0o644)  # mkstemp makes a private file; a picture is an ordinary one (as a video's)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
+        with replaced_when_done(path) as temporary:
+            image.save(temporary, format=image_format, **options)
+    except OSError as error:  # named after the file asked for, not the temporary one
         raise OSError(error.errno, error.strerror or str(error), str(path)) from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from studio.files import write_text_when_done
 from studio.registry import HubFile, LocalFile, ModelSpec, PackageFile, UrlFile, WeightSource, builtin_models
 
 ProgressCallback = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
@@ -132,11 +133,8 @@ def _record_pin(key: str, **values: str) -> None:
     pins = read_pins()
     pins[key] = {**pins.get(key, {}), **values}
     path = _pins_path()
-    temporary = path.with_suffix(".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(pins, indent=2, sort_keys=True))
-        os.replace(temporary, path)
+        write_text_when_done(path, json.dumps(pins, indent=2, sort_keys=True), make_folder=True)
     except OSError as error:
         logging.getLogger(__name__).warning(
             "could not record the pin of %s in %s (%s); later downloads of it will not be checked against it. "

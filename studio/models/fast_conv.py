@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +55,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from studio.files import write_text_when_done
 
 __all__ = [
     "ALGORITHMS",
@@ -202,11 +202,7 @@ class TrialRecord:
             assert self._path is not None
             record = {"machine": _machine_fingerprint(), "winners": self._winners}
             try:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                handle, temporary = tempfile.mkstemp(dir=self._path.parent, suffix=".tmp")
-                with os.fdopen(handle, "w", encoding="utf-8") as file:
-                    json.dump(record, file, indent=0, sort_keys=True)
-                os.replace(temporary, self._path)
+                write_text_when_done(self._path, json.dumps(record, indent=0, sort_keys=True), make_folder=True)
             except OSError:
                 pass  # a read-only cache: the winners stay in memory for this process
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from studio.files import replaced_when_done, write_text_when_done
 from studio.models.dcgan import DCGANGenerator
 from studio.weights import is_offline, sha256_of
 
@@ -39,12 +40,6 @@ class ExportResult:
 
 class HubUploadError(RuntimeError):
     """The upload to the Hub failed; the message says why and what to do."""
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def export_generator(
@@ -73,9 +68,8 @@ def export_generator(
         for key, value in generator.state_dict().items()
     }
     weights = folder / WEIGHTS_FILE
-    temporary = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(temporary), metadata={"format": "pt", "architecture": "dcgan", "name": name})
-    os.replace(temporary, weights)
+    with replaced_when_done(weights) as temporary:
+        save_file(state, str(temporary), metadata={"format": "pt", "architecture": "dcgan", "name": name})
     digest = sha256_of(weights)
     config = generator.config
     convention = (
@@ -97,11 +91,11 @@ def export_generator(
         "training": training or {},
     }
     config_path = folder / "config.json"
-    _write_atomically(config_path, json.dumps(meta, indent=2) + "\n")
+    write_text_when_done(config_path, json.dumps(meta, indent=2) + "\n")
     if samples is not None and Path(samples).resolve() != (folder / "samples.png").resolve():
         shutil.copyfile(samples, folder / "samples.png")
     card = folder / "README.md"
-    _write_atomically(card, model_card(meta, has_samples=(folder / "samples.png").is_file()))
+    write_text_when_done(card, model_card(meta, has_samples=(folder / "samples.png").is_file()))
     return ExportResult(folder, weights, config_path, card, digest)
 
 

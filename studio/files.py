@@ -1,0 +1,41 @@
+"""Writing files so that a failed write never leaves half a file where a good one was.
+
+Every file the studio writes in one go (pictures, exported models, caches, pins) is written to a temporary file in the
+same folder and renamed over its destination only once complete: a full disk, a stop or a crash leaves the file
+already there as it was. Video files, written frame by frame, follow the same rule in `studio.ops.video`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["replaced_when_done", "write_text_when_done"]
+
+
+@contextlib.contextmanager
+def replaced_when_done(path: str | os.PathLike[str], *, make_folder: bool = False) -> Iterator[Path]:
+    """Yields a temporary path beside `path` to write to; when the block ends without an error it becomes `path`
+    (an ordinary 0644 file), otherwise it is deleted. `make_folder` creates `path`'s folder first."""
+    path = Path(path)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o644)  # mkstemp makes a private file
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text_when_done(path: str | os.PathLike[str], text: str, *, make_folder: bool = False) -> None:
+    """`path.write_text(text)` (UTF-8) through `replaced_when_done`."""
+    with replaced_when_done(path, make_folder=make_folder) as temporary:
+        temporary.write_text(text, encoding="utf-8")
