@@ -24,6 +24,7 @@ from PIL import Image, PngImagePlugin
 from studio import imaging
 from studio.files import replaced_when_done
 from studio.ops.common import (  # Cancelled is re-exported: stopped progress raises it
+    VIDEO_FORMATS,
     WALK_FRAME_METADATA_KEY,
     Cancelled,
     as_whole_number,
@@ -51,7 +52,6 @@ MAX_SEED = 2**32 - 1
 PSI_RANGE = (0.0, 1.5)
 DIRECTION_AMOUNT_LIMIT = 10.0
 MAX_WALK_FRAMES = 3600
-WALK_SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}
 # On a CPU a walk synthesizes at most this many pixels per batch (16 frames of 128 px): batching gains little there,
 # so a 1024 px model reports progress, and stops, frame by frame instead of every 16 frames (11 s and 4.5 GB apart).
 WALK_CPU_BATCH_PIXELS = 16 * 128 * 128
@@ -211,10 +211,9 @@ def walk_file_stem(model: str, seeds: Sequence[int]) -> str:
 
 def walk_suffix(format: str) -> str:
     """The file suffix of a walk format (mp4, webm, gif, zip); ValueError for any other."""
-    suffix = WALK_SUFFIXES.get(str(format).lower())
-    if suffix is None:
-        raise ValueError(f"video format must be one of {tuple(WALK_SUFFIXES)}, got {format!r}")
-    return suffix
+    if str(format).lower() not in VIDEO_FORMATS:
+        raise ValueError(f"video format must be one of {VIDEO_FORMATS}, got {format!r}")
+    return f".{str(format).lower()}"
 
 
 def save_png_with_settings(image: Image.Image, path: Path, settings: GenerationSettings) -> None:

@@ -14,6 +14,8 @@ from PIL import Image
 # The PNG text key marking each frame of a walk saved as a PNG zip ({"frame": index}), so that Recreate can tell a
 # person what the frame is instead of "no settings".
 WALK_FRAME_METADATA_KEY = "gan-art-studio:walk-frame"
+# The file formats a walk can be written as; each is also its file suffix (".mp4", ...).
+VIDEO_FORMATS: tuple[str, ...] = ("mp4", "webm", "gif", "zip")
 
 PreserveColor = Literal["none", "luminance", "histogram"]
 PRESERVE_COLOR_MODES: tuple[str, ...] = ("none", "luminance", "histogram")

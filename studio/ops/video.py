@@ -38,10 +38,9 @@ import torch
 from torch import Tensor
 
 from studio.imaging import signed_to_uint8
-from studio.ops.common import WALK_FRAME_METADATA_KEY, Cancelled
+from studio.ops.common import VIDEO_FORMATS, WALK_FRAME_METADATA_KEY, Cancelled
 
 VideoFormat = Literal["mp4", "webm", "gif", "zip"]
-VIDEO_FORMATS: tuple[str, ...] = ("mp4", "webm", "gif", "zip")
 SUFFIX_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".webm": "webm", ".gif": "gif", ".zip": "zip"}
 CODECS = {"mp4": "h264", "webm": "vp9", "gif": "gif", "zip": "png"}
 UPSCALE_FILTERS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos")
