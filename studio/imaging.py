@@ -133,7 +133,8 @@ MAX_TEXT_BYTES = 1 << 20  # a settings chunk is a few hundred bytes; anything pa
 
 def png_text_before_pixels(path: str | os.PathLike[str]) -> dict[str, str]:
     """The text chunks (tEXt, zTXt, iTXt) before a PNG's pixels, read without decoding any pixel, so that a picture
-    too large to decode can still say how it was made. {} for a file that is not a PNG; stops at a damaged chunk."""
+    too large to decode can still say how it was made. {} for a file that is not a PNG; stops at a chunk that is
+    cut short or fails its checksum."""
     texts: dict[str, str] = {}
     with open(path, "rb") as file:
         if file.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
@@ -142,8 +143,9 @@ def png_text_before_pixels(path: str | os.PathLike[str]) -> dict[str, str]:
             length, kind = struct.unpack(">I4s", header)
             if kind in (b"IDAT", b"IEND") or length > MAX_TEXT_BYTES:
                 break
-            data = file.read(length)
-            file.read(4)  # CRC
+            data, checksum = file.read(length), file.read(4)
+            if len(checksum) < 4 or struct.unpack(">I", checksum)[0] != zlib.crc32(kind + data):
+                break  # cut short or damaged
             try:
                 key, text = _png_text_chunk(kind, data)
             except (ValueError, zlib.error, UnicodeDecodeError):

@@ -267,7 +267,9 @@ def test_bad_files_give_messages_and_the_server_keeps_serving(client: Client, tm
     huge.write_bytes(huge_png_header(20000, 20000))
     truncated = tmp_path / "cut.png"
     whole = Path(_generate(client, seed=1)[2]).read_bytes()
-    truncated.write_bytes(whole[: whole.index(b"IDAT") + 200])  # header and settings intact, pixels cut
+    truncated.write_bytes(whole[: whole.index(METADATA_KEY.encode()) + 40])  # cut inside the settings
+    pixels_cut = tmp_path / "pixels-cut.png"
+    pixels_cut.write_bytes(whole[: whole.index(b"IDAT") + 200])  # header and settings intact: still recreated
     damaged = tmp_path / "damaged.png"  # a seed beyond 64 bits once broke the response itself
     info = PngImagePlugin.PngInfo()
     info.add_text(METADATA_KEY, json.dumps({"model": "omniart-eyes", "seeds": [2**70]}))
@@ -280,6 +282,7 @@ def test_bad_files_give_messages_and_the_server_keeps_serving(client: Client, tm
     ):
         with pytest.raises(AppError, match=expected):
             client.predict(handle_file(str(bad)), api_name="/read_settings")
+    assert client.predict(handle_file(str(pixels_cut)), api_name="/read_settings")[:2] == ("omniart-eyes", 1)
     assert _generate(client, seed=2)[3] == 2  # still serving
 
 

@@ -164,6 +164,11 @@ def test_png_text_is_read_from_every_text_chunk_kind(chunk: str, tmp_path) -> No
     jpeg = tmp_path / "note.jpg"
     Image.new("RGB", (4, 4)).save(jpeg)
     assert png_text_before_pixels(jpeg) == {}
+    damaged = path.read_bytes().replace(b"note", b"nute", 1)  # fails the chunk's checksum
+    path.write_bytes(damaged)
+    assert png_text_before_pixels(path) == {}
+    path.write_bytes(damaged[: damaged.index(b"nute") + 6])  # cut inside the chunk
+    assert png_text_before_pixels(path) == {}
 
 
 @pytest.mark.parametrize(
