@@ -232,29 +232,6 @@ def test_a_tuned_conv2d_is_an_nn_conv2d_that_steps_aside_when_it_cannot_help() -
         TunedConv2d(3, 4, padding=2)
 
 
-def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    import studio.models.fast_conv as fast_conv
-
-    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
-    seen: list[tuple[str, tuple[int, ...]]] = []
-    for name in ("_direct", "_nnpack", "_winograd_conv"):
-        original = getattr(FrozenConv3x3, name)
-
-        def recording(self: FrozenConv3x3, direction: str, x: Tensor, original=original, name=name) -> Tensor:
-            seen.append((name, tuple(x.shape[-2:])))
-            return original(self, direction, x)
-
-        monkeypatch.setattr(FrozenConv3x3, name, recording)
-    conv = _frozen_conv(3, 4)
-    x = torch.randn(1, 3, 20, 12)
-    with torch.no_grad():
-        output = FrozenConv3x3(conv)(x)
-    *trials, (_, run_shape) = seen
-    assert all(shape == (8, 8) for _, shape in trials)
-    assert {name for name, _ in trials} >= {"_direct", "_winograd_conv"}
-    assert run_shape == (20, 12) and _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
-
-
 def _record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, ...]]]:
     """(algorithm, input height and width) of every convolution that runs from now on."""
     calls: list[tuple[str, tuple[int, ...]]] = []
@@ -267,6 +244,21 @@ def _record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int,
 
         monkeypatch.setattr(FrozenConv3x3, name, recording)
     return calls
+
+
+def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    seen = _record_calls(monkeypatch)
+    conv = _frozen_conv(3, 4)
+    x = torch.randn(1, 3, 20, 12)
+    with torch.no_grad():
+        output = FrozenConv3x3(conv)(x)
+    *trials, (_, run_shape) = seen
+    assert all(shape == (8, 8) for _, shape in trials)
+    assert {name for name, _ in trials} >= {"_direct", "_winograd_conv"}
+    assert run_shape == (20, 12) and _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
 def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: pytest.MonkeyPatch) -> None:
