@@ -1253,6 +1253,13 @@ class StudioUI:
             rows.append([spec.name, spec.kind, status, spec.description, spec.license])
         return rows
 
+    def model_menus(self) -> tuple[Any, Any, Any]:
+        """Fresh choices for the Generate and Walk model menus and the Models tab's fetch menu: a model trained or
+        dropped into the weights folder while the app runs appears, and fetched weights lose their "download" note."""
+        generators = self.generator_choices()
+        every_model = [spec.name for spec in self.studio.models()]
+        return gr.update(choices=generators), gr.update(choices=generators), gr.update(choices=every_model)
+
     def fetch(self, name: str, progress: gr.Progress = gr.Progress()) -> tuple[list[list[str]], str]:  # noqa: B008
         """Download (if needed), verify and load a model's weights."""
         if not name:
@@ -1310,6 +1317,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             interactive=True,
                             # the studio checks the name (gradio's own check would fail API calls with a bare 400)
                             allow_custom_value=True,
+                            elem_id="model",
                         )
                         model_info = gr.Markdown(
                             ui.model_summary(default_spec), label="About the model", elem_classes="studio-info"
@@ -1691,7 +1699,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         generate_on(demo.load, "generate_on_load")
 
         # --- Models events ---
-        fetch_button.click(
+        fetched = fetch_button.click(
             _friendly_errors(ui.fetch),
             fetch_name,
             [models_table, fetch_info],
@@ -1704,6 +1712,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         demo.load(
             ui.models_table, None, models_table, api_name="models_on_load", queue=False, api_visibility="private"
         )
+        model_menus = [model, walk_model, fetch_name]
+        for refreshed in (refresh_button.click, demo.load, fetched.success):
+            refreshed(ui.model_menus, None, model_menus, queue=False, api_visibility="private", show_progress="hidden")
 
         # --- Latent walk events ---
         walk_event = walk_button.click(

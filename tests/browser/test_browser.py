@@ -317,3 +317,24 @@ def test_a_failed_fetch_is_a_toast_and_the_models_table_stays(page) -> None:
     assert "⛔ missing (offline)" in table.inner_text()
     page.locator(".toast-close").first.click()
     page.get_by_role("tab", name="Generate").click()
+
+
+def test_a_model_trained_while_the_app_runs_appears_in_the_menus_after_a_refresh(page) -> None:
+    import torch
+
+    from studio.models.dcgan import DCGANConfig, DCGANGenerator
+    from studio.training.export import export_generator
+    from studio.weights import local_weights_dir
+
+    torch.manual_seed(0)
+    generator = DCGANGenerator(DCGANConfig(z_dim=8, resolution=16, base_channels=8)).eval()
+    export_generator(generator, out_dir=local_weights_dir() / "late-tints", name="late-tints")
+    page.get_by_role("tab", name="Models").click()
+    page.get_by_role("button", name="Refresh the list").click()
+    page.locator("#models-table").get_by_text("late-tints").wait_for()
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#model input").click()
+    option = page.get_by_role("option", name=re.compile(r"^late-tints\s+·\s+16 px\s+·\s+offline"))
+    option.wait_for()
+    page.keyboard.press("Escape")
+    _assert_no_error_toast(page)
