@@ -329,8 +329,17 @@ def _output_side(spec: ModelSpec) -> int | None:
     """A generator's picture side in px, known without loading it (FastGAN's is fixed by its architecture)."""
     from studio.models.fastgan import RESOLUTION as FASTGAN_RESOLUTION
 
-    side = spec.config.get("resolution")
-    return int(side) if side else FASTGAN_RESOLUTION if spec.architecture == "fastgan" else None
+    if spec.config.get("resolution"):
+        return int(spec.config["resolution"])
+    return FASTGAN_RESOLUTION if spec.architecture == "fastgan" else None
+
+
+def _weights_state(spec: ModelSpec) -> str:
+    """ "cached" (on this machine), "missing" (not here, and the studio is offline) or "download" (fetched on first
+    use): what the model menus, the model summary and the Models table each say in their own words."""
+    if is_cached(spec):
+        return "cached"
+    return "missing" if is_offline() else "download"
 
 
 def _source_label(source: Any) -> str:
@@ -561,12 +570,9 @@ class StudioUI:
     def generator_choices(self) -> list[tuple[str, str]]:
         choices = []
         for spec in self.studio.models(kind="generator"):
-            if is_cached(spec):
-                note = "offline"
-            elif is_offline():
-                note = "not on this machine"
-            else:
-                note = f"download {_megabytes(_download_size(spec))}"
+            note = {"cached": "offline", "missing": "not on this machine"}.get(
+                _weights_state(spec), f"download {_megabytes(_download_size(spec))}"
+            )
             side = _output_side(spec)
             choices.append((f"{spec.name}  ·  {f'{side} px  ·  ' if side else ''}{note}", spec.name))
         return choices
@@ -589,9 +595,10 @@ class StudioUI:
         return report
 
     def model_summary(self, spec: ModelSpec) -> str:
-        if is_cached(spec):
+        state = _weights_state(spec)
+        if state == "cached":
             status = "✅ weights on this machine"
-        elif is_offline():
+        elif state == "missing":
             status = (
                 "⛔ weights not on this machine, and the studio is offline: pick a model marked offline, or go online "
                 "(unset HF_HUB_OFFLINE and STUDIO_OFFLINE) to fetch them"
@@ -1244,12 +1251,9 @@ class StudioUI:
         rows = []
         for spec in self.studio.models():
             size = _download_size(spec)
-            if is_cached(spec):
-                status = "✅ ready"
-            elif is_offline():
-                status = "⛔ missing (offline)"
-            else:
-                status = f"⬇ {_megabytes(size)}" if size else "⬇ download"
+            status = {"cached": "✅ ready", "missing": "⛔ missing (offline)"}.get(
+                _weights_state(spec), f"⬇ {_megabytes(size)}" if size else "⬇ download"
+            )
             rows.append([spec.name, spec.kind, status, spec.description, spec.license])
         return rows
 
