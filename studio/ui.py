@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 from gradio import utils as gradio_utils
@@ -334,9 +334,10 @@ def _output_side(spec: ModelSpec) -> int | None:
     return FASTGAN_RESOLUTION if spec.architecture == "fastgan" else None
 
 
-def _weights_state(spec: ModelSpec) -> str:
-    """ "cached" (on this machine), "missing" (not here, and the studio is offline) or "download" (fetched on first
-    use): what the model menus, the model summary and the Models table each say in their own words."""
+def _weights_state(spec: ModelSpec) -> Literal["cached", "missing", "download"]:
+    """Where a model's weights stand: "cached" (on this machine), "missing" (not here, and the studio is offline) or
+    "download" (fetched on first use). The model menus, the model summary and the Models table word it each their way.
+    """
     if is_cached(spec):
         return "cached"
     return "missing" if is_offline() else "download"
