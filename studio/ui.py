@@ -778,7 +778,9 @@ class StudioUI:
         )
         self._ensure_style_weights(arguments["method"], progress)
         on_cpu = self.studio.device.partition(":")[0] == "cpu"
-        tuning_note = " (a new picture size first times this computer's convolutions)" if on_cpu else ""
+        tuning_note = (
+            " (the first run at a picture size on this computer also times its convolutions)" if on_cpu else ""
+        )
         progress(0, desc=f"Stylizing: preparing{tuning_note}")
         shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
         with self._stoppable(request, "stylize", progress, "steps") as (on_progress, _):
