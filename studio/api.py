@@ -194,6 +194,14 @@ class WalkResult:
         return self.frames < self.settings["frames"]
 
     @property
+    def size_note(self) -> str:
+        """Why the frames are a pixel larger than the size asked for, when they are ("" otherwise)."""
+        asked = self.settings.get("size")
+        if asked and max(self.width, self.height) == asked + 1:
+            return f"rounded up from {asked} px: {self.settings['format'].upper()} frames need even sides"
+        return ""
+
+    @property
     def route(self) -> str:
         """Where the walk goes, in words: "keyframes 3, 14, 15", or what a noise loop or a single seed makes."""
         seeds = self.settings["seeds"]
@@ -388,7 +396,7 @@ class Studio:
         """
         spec = self.spec(model)
         if spec.kind != "generator":
-            raise ValueError(f"{model} is a {spec.kind}, not an image generator")
+            raise ValueError(f"{model} is not an image generator (its kind: {spec.kind}); pick a generator")
         chosen = self._choose_seeds(seed=seed, seeds=seeds, batch=batch)
         psi = _check_psi(psi)
         amounts = _check_directions(directions)
@@ -675,7 +683,7 @@ class Studio:
 
         spec = self.spec(model)
         if spec.kind != "generator":
-            raise ValueError(f"{model} is a {spec.kind}, not an image generator")
+            raise ValueError(f"{model} is not an image generator (its kind: {spec.kind}); pick a generator")
         from studio.ops.interpolation import check_easing
 
         if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
@@ -685,7 +693,10 @@ class Studio:
         if not keyframe_seeds:
             raise ValueError("give at least one keyframe seed")
         if path == "keyframes" and len(keyframe_seeds) < 2 and not loop:
-            raise ValueError("a walk needs at least two keyframe seeds; with one seed, make it a loop around it")
+            raise ValueError(
+                "a walk needs at least two keyframe seeds; with one, turn on the loop (--loop; on the page: Loop "
+                "back to the first keyframe) to circle around it"
+            )
         frames = _check_whole(frames, "frames", 2, MAX_WALK_FRAMES)
         fps = _check_number(fps, "fps", 1, 60)
         psi = _check_psi(psi)

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", default=DEFAULT_GENERATOR)
     generate.add_argument("--seed", type=int, default=None, help="first seed (random if omitted)")
     generate.add_argument("--seeds", type=_int_list, default=None, help="comma-separated seeds, e.g. 3,14,15")
-    generate.add_argument("--batch", type=int, default=1)
+    generate.add_argument("--batch", type=int, default=None, help="how many: seeds seed, seed+1, ... (default 1)")
     generate.add_argument("--psi", type=float, default=1.0, help="truncation 0..1.5 (1 = none)")
     generate.add_argument("--class", dest="class_name", default=None, help="class of a conditional model")
     generate.add_argument(
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     walk = commands.add_parser("walk", help="render a latent walk to MP4, GIF, WebM or a PNG zip")
     walk.add_argument("--model", default=DEFAULT_GENERATOR)
-    walk.add_argument("--seeds", type=_int_list, default=[3, 14, 15], help="keyframe seeds, e.g. 3,14,15")
+    walk.add_argument("--seeds", type=_int_list, default=None, help="keyframe seeds (default 3,14,15)")
     walk.add_argument("--frames", type=int, default=120, help="number of frames in the file")
     walk.add_argument("--fps", type=float, default=30)
     walk.add_argument("--loop", action="store_true", help="flow from the last keyframe back to the first")
@@ -319,6 +319,9 @@ def _walk(args: argparse.Namespace) -> int:
 
     if args.spread is not None and not args.noise_loop:
         raise ValueError("--spread is the radius of a --noise-loop walk; add --noise-loop, or leave --spread out")
+    if args.noise_loop and args.seeds is not None and len(args.seeds) > 1:
+        raise ValueError("a --noise-loop circles around one seed: give one (--seeds 3), or leave out --noise-loop")
+    seeds = [3, 14, 15] if args.seeds is None else args.seeds
     studio = Studio()
     classes: str | list[str] | None = args.class_name
     if classes and len(classes) == 1:
@@ -339,7 +342,7 @@ def _walk(args: argparse.Namespace) -> int:
 
         result = studio.walk(
             model=args.model,
-            seeds=args.seeds,
+            seeds=seeds,
             frames=args.frames,
             fps=args.fps,
             loop=args.loop,
@@ -360,7 +363,8 @@ def _walk(args: argparse.Namespace) -> int:
         print(f"interrupted: {result.path} holds the first {result.frames} of {planned} frames", file=sys.stderr)
         return 130
     print(
-        f"{result.path}: {result.route}, {result.frames} frames {result.width}x{result.height} at {result.fps:g} fps "
+        f"{result.path}: {result.route}, {result.frames} frames {result.width}x{result.height}"
+        f"{f' ({result.size_note})' if result.size_note else ''} at {result.fps:g} fps "
         f"({result.seconds:.1f} s, {100 * result.seconds_encoding / max(result.seconds, 1e-9):.0f}% encoding)"
     )
     return 0
@@ -436,12 +440,14 @@ def _train(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from studio.api import Studio
 
+    if args.seeds is not None and (args.seed is not None or args.batch is not None):
+        raise ValueError("--seeds lists every seed to make; leave out --seed and --batch (or give --seed S --batch N)")
     out = _output_file(args.out, suffixes=(".png",))
     result = Studio().generate(
         model=args.model,
         seed=args.seed,
         seeds=args.seeds,
-        batch=args.batch,
+        batch=1 if args.batch is None else args.batch,
         psi=args.psi,
         class_name=args.class_name,
         directions=_directions(args.direction),

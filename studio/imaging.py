@@ -109,7 +109,7 @@ def open_image(
         if path.is_dir():
             raise ValueError(f"{name} is a folder, not a picture: {path}")
         if not path.is_file():
-            raise ValueError(f"{name} not found: {path}")
+            raise ValueError(f"{name} was not found: {path}")
         if path.stat().st_size == 0:
             raise ValueError(f"{name} is an empty file: {path}")
         stream = io.BytesIO(path.read_bytes())

@@ -1118,8 +1118,8 @@ class StudioUI:
         settings = result.settings
         summary = (
             f"**{model}** · {result.route} · {result.frames} frames at {result.fps:g} fps "
-            f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {settings['format'].upper()} · "
-            f"rendered in {result.seconds:.1f} s"
+            f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {settings['format'].upper()}"
+            f"{f' ({result.size_note})' if result.size_note else ''} · rendered in {result.seconds:.1f} s"
         )
         if not result.stopped_early:
             return summary
@@ -1706,7 +1706,11 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         generate_on(demo.load, "generate_on_load")
 
         # --- Models events ---
-        fetched = fetch_button.click(
+        # The note of an earlier fetch goes first: a failure must not sit under an old "✅ ready" (its toast says why).
+        cleared = fetch_button.click(
+            lambda: "", None, fetch_info, queue=False, show_progress="hidden", api_visibility="private"
+        )
+        fetched = cleared.then(
             _friendly_errors(ui.fetch),
             fetch_name,
             [models_table, fetch_info],

@@ -51,6 +51,17 @@ def is_offline() -> bool:
     return env_flag("HF_HUB_OFFLINE") or env_flag("STUDIO_OFFLINE")
 
 
+def offline_message(what: str) -> str:
+    """Why `what` cannot be downloaded while offline, and what to do: retrying or fetching cannot help until the
+    switch is off."""
+    switches = " and ".join(name for name in ("HF_HUB_OFFLINE", "STUDIO_OFFLINE") if env_flag(name))
+    return (
+        f"{what} is not cached, and the studio is offline ({switches} set), so it cannot be downloaded: where the "
+        f"internet (or a Hub mirror named by HF_ENDPOINT) can be reached, unset {switches} and run "
+        f"python -m studio weights fetch {what}"
+    )
+
+
 def studio_cache_dir() -> Path:
     """Where the studio keeps URL downloads, pins and derived data (`STUDIO_CACHE_DIR`, default ~/.cache/...)."""
     configured = os.environ.get("STUDIO_CACHE_DIR")
@@ -273,8 +284,10 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         cause = error.__cause__
         status = getattr(getattr(cause, "response", None), "status_code", None)
         if offline:
-            state = "offline (HF_HUB_OFFLINE is set)"
-        elif isinstance(cause, HfHubHTTPError) and status is not None:
+            raise WeightsUnavailable(
+                f"{offline_message(what)} (it comes from {source.repo_id}/{source.filename})"
+            ) from None
+        if isinstance(cause, HfHubHTTPError) and status is not None:
             state = f"the Hub answered HTTP {status} (try again later)"
         else:
             state = f"the Hub could not be reached ({_reason(cause)})"
@@ -356,10 +369,7 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
     if final.is_file() and not force:
         return final
     if is_offline():
-        raise WeightsUnavailable(
-            f"{what} is not cached and the studio is offline; connect, or pre-download with "
-            f"python -m studio weights fetch {what}, or put the file at {final}"
-        )
+        raise WeightsUnavailable(f"{offline_message(what)}; or put the file at {final}")
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".part")
     # The ETag (or Last-Modified) the partial bytes came with: sent as If-Range, so that a file replaced on the

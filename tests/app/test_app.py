@@ -179,7 +179,8 @@ def test_uncached_hub_model_gives_a_clear_message(app_url: str) -> None:
         with pytest.raises(AppError) as caught:
             visitor.predict(*args, api_name=endpoint)
         message = str(caught.value)
-        assert "not cached" in message and "python -m studio weights fetch" in message, (endpoint, message)
+        assert "not cached, and the studio is offline (HF_HUB_OFFLINE set)" in message, (endpoint, message)
+        assert "unset HF_HUB_OFFLINE and run python -m studio weights fetch" in message, (endpoint, message)
         assert "Traceback" not in message
 
 

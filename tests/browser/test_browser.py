@@ -309,7 +309,9 @@ def test_a_failed_fetch_is_a_toast_and_the_models_table_stays(page) -> None:
     page.locator("#fetch-name input").fill("wikiart-cubism")
     page.keyboard.press("Enter")
     page.locator("#fetch-button").click()
-    toast = page.locator(".toast-body").filter(has_text="wikiart-cubism is not cached and offline")
+    toast = page.locator(".toast-body").filter(
+        has_text="wikiart-cubism is not cached, and the studio is offline (HF_HUB_OFFLINE set)"
+    )
     toast.wait_for()
     assert "python -m studio weights fetch wikiart-cubism" in toast.inner_text()
     table = page.locator("#models-table")

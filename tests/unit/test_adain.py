@@ -344,7 +344,7 @@ def test_sizes_above_the_limit_and_unreadable_images_are_refused(official, monke
     monkeypatch.delenv("STUDIO_MAX_SIDE")
     with pytest.raises(ValueError, match="style image 1 is not a picture file"):
         stylizer.stylize(content=CONTENT, styles=[b"definitely not a picture"], settings=SMALL)
-    with pytest.raises(ValueError, match="content image not found"):
+    with pytest.raises(ValueError, match="content image was not found"):
         stylizer.stylize(content=Path("/no/such/picture.png"), styles=[RED], settings=SMALL)
     with pytest.raises(ValueError, match="alpha"):
         AdaINSettings(alpha=1.5)

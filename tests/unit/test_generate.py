@@ -285,6 +285,14 @@ def test_cli_reports_bad_input_without_a_traceback(capsys) -> None:
     assert "psi must be between" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra", [["--seed", "3"], ["--batch", "5"]])
+def test_cli_generate_refuses_seeds_with_seed_or_batch(tmp_path, capsys, extra: list[str]) -> None:
+    out = tmp_path / "out.png"
+    assert cli_main(["generate", "--seeds", "1,2", *extra, "--out", str(out)]) == 2
+    assert "--seeds lists every seed to make; leave out --seed and --batch" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.fixture
 def small_projected_gan(tmp_path, monkeypatch) -> str:
     """A narrow projected-GAN generator with random weights, exported into the weights folder like a user model."""

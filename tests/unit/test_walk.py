@@ -118,12 +118,19 @@ def test_a_stop_can_keep_the_frames_made(studio: Studio, tmp_path) -> None:
         ({"frames": 10**6}, "frames must be between"),
         ({"fps": float("nan")}, "fps must be between"),
         ({"seeds": []}, "at least one keyframe seed"),
-        ({"seeds": [1], "loop": False}, "at least two keyframe seeds"),
+        (
+            {"seeds": [1], "loop": False},
+            r"at least two keyframe seeds; with one, turn on the loop \(--loop; on the page",
+        ),
+        (
+            {"model": "vgg19-caffe"},
+            r"vgg19-caffe is not an image generator \(its kind: vgg-encoder\); pick a generator",
+        ),
         ({"easing": "bouncy"}, "easing"),
         ({"easing": "bouncy", "path": "noise-loop"}, "easing"),
         ({"seeds": b"12"}, "seeds must be a list of whole numbers"),
         ({"seeds": 3}, "seeds must be a list of whole numbers"),
-        ({"style": "/no/such/painting.jpg"}, "style image not found"),
+        ({"style": "/no/such/painting.jpg"}, "style image was not found"),
         ({"class_name": ["blue"]}, "one class per keyframe"),
         ({"path": "zigzag"}, "path must be"),
     ],
@@ -138,6 +145,32 @@ def test_walks_without_a_path_are_named_after_model_and_seeds(studio: Studio) ->
     assert walk.path.name.startswith("walk-omniart-eyes-3-14-") and walk.path.suffix == ".gif"
     with pytest.raises(ValueError, match="video format must be one of"):
         studio.walk(model="omniart-eyes", seeds=[3, 14], frames=2, format="avi")
+
+
+ROUNDED_NOTE = "rounded up from 129 px: MP4 frames need even sides"
+
+
+@pytest.mark.parametrize(("suffix", "side", "note"), [(".mp4", 130, ROUNDED_NOTE), (".gif", 129, "")])
+def test_an_odd_frame_size_says_when_it_was_rounded_up(studio: Studio, tmp_path, suffix, side, note, capsys) -> None:
+    walked = studio.walk(
+        model="omniart-eyes", seeds=[1, 2], frames=2, loop=False, size=129, out=tmp_path / f"w{suffix}"
+    )
+    assert (walked.width, walked.height, walked.size_note) == (side, side, note)
+    assert (
+        cli_main(["walk", "--seeds", "1,2", "--frames", "2", "--size", "129", "--out", str(tmp_path / f"c{suffix}")])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert f"{side}x{side}" in printed and (note in printed if note else "rounded" not in printed)
+
+
+def test_cli_walk_refuses_a_noise_loop_with_several_seeds(tmp_path, capsys) -> None:
+    out = tmp_path / "loop.gif"
+    assert cli_main(["walk", "--noise-loop", "--seeds", "1,2,3", "--frames", "4", "--out", str(out)]) == 2
+    assert "a --noise-loop circles around one seed: give one (--seeds 3)" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli_main(["walk", "--noise-loop", "--frames", "4", "--out", str(out)]) == 0  # the default seeds: the first
+    assert "a noise loop around seed 3" in capsys.readouterr().out
 
 
 def test_cli_walk_writes_the_number_of_frames_asked_for(tmp_path) -> None:

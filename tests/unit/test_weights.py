@@ -400,7 +400,9 @@ def test_url_offline_without_cache_says_what_to_do(hub_server: HubServer, monkey
             with pytest.raises(WeightsUnavailable) as error:
                 resolve(UrlFile(url), what="decoder")
         message = str(error.value)
-        assert "not cached" in message and "python -m studio weights fetch decoder" in message
+        assert f"the studio is offline ({flag} set), so it cannot be downloaded" in message
+        assert f"unset {flag} and run python -m studio weights fetch decoder" in message
+        assert "or put the file at" in message
     assert hub_server.requests == []
 
     path = resolve(UrlFile(url), what="decoder")
