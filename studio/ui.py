@@ -1088,7 +1088,7 @@ class StudioUI:
             spec = self._generator_spec(model)
             if is_offline() and not is_cached(spec):
                 raise ValueError(
-                    f"offline, and {model}'s weights are not on this machine: pick a model marked offline"
+                    f"{model}'s weights are not on this machine and the studio is offline: pick a model marked offline"
                 )
 
         def style_can_run() -> None:

@@ -409,7 +409,9 @@ def test_walk_with_an_unreadable_style_picture_names_it(client: Client, tmp_path
 
 
 def test_walk_with_a_model_not_on_this_machine_is_refused_offline(client: Client) -> None:
-    expected = "- model: offline, and wikiart-cubism's weights are not on this machine: pick a model marked offline"
+    expected = (
+        "- model: wikiart-cubism's weights are not on this machine and the studio is offline: pick a model marked"
+    )
     with pytest.raises(ValidationError, match=re.escape(expected)):
         _walk(client, frames=4, model="wikiart-cubism")
 
