@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -521,13 +521,16 @@ def _showing_pictures(render: Callable[[PictureSoFar], StylizeResult], *, every:
 
 
 class _Outputs:
-    """Files the app writes for downloads and galleries (PNG with settings, videos); oldest pruned."""
+    """Files the app writes for downloads and galleries (PNG with settings, videos). Beyond `keep` files the oldest
+    are deleted, except those a visitor still has on show (`show`): every visitor's slider moves write new files, and
+    the pictures someone is looking at must stay downloadable and sendable to another tab."""
 
     def __init__(self, root: Path | None = None, *, keep: int = KEEP_OUTPUTS) -> None:
         self._root = root
         self._keep = keep
         self._lock = threading.Lock()
         self._written: list[Path] = []
+        self._on_show: dict[tuple[str, str], tuple[Path, ...]] = {}  # (visitor, tab) -> its files on show
 
     @property
     def root(self) -> Path:
@@ -545,13 +548,30 @@ class _Outputs:
                 self._written.remove(path)
                 path.unlink(missing_ok=True)
 
+    def show(self, visitor: str, tab: str, paths: Iterable[str | Path]) -> None:
+        """`paths` are what `visitor` now has on show in `tab` (replacing what it had there): kept until replaced."""
+        with self._lock:
+            self._on_show[(visitor, tab)] = tuple(Path(path) for path in paths)
+
+    def forget(self, visitor: str) -> None:
+        """The visitor left: its files may go like any others."""
+        with self._lock:
+            for key in [key for key in self._on_show if key[0] == visitor]:
+                del self._on_show[key]
+
     def path(self, stem: str, suffix: str) -> Path:
         path = self.root / f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
         with self._lock:
-            self._written.append(path)
-            while len(self._written) > self._keep:
+            on_show = {shown for paths in self._on_show.values() for shown in paths}
+            kept: list[Path] = []
+            while len(self._written) + len(kept) >= self._keep and self._written:  # room for the new one
                 old = self._written.pop(0)
-                old.unlink(missing_ok=True)
+                if old in on_show:
+                    kept.append(old)
+                else:
+                    old.unlink(missing_ok=True)
+            self._written[:0] = kept
+            self._written.append(path)
         return path
 
 
@@ -660,6 +680,7 @@ class StudioUI:
         direction_3: Any = 0.0,
         direction_4: Any = 0.0,
         direction_5: Any = 0.0,
+        request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[Any, ...]:
         """Generate `batch` images from seeds seed, seed+1, ... (empty seed: random).
@@ -684,6 +705,7 @@ class StudioUI:
             directions={index: amount for index, amount in directions.items() if amount},
         )
         paths = self._save_generation(result)
+        self.outputs.show(_session(request), "generate", paths)
         gallery = [(str(path), f"seed {seed_}") for path, seed_ in zip(paths, result.seeds, strict=True)]
         info = self._generation_info(result, time.perf_counter() - started)
         state = {
@@ -791,6 +813,7 @@ class StudioUI:
             try:
                 for result in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
                     path = self._save_stylized(result, arguments)
+                    self.outputs.show(_session(request), "stylize", [path])
                     yield path, path, self._stylize_info(result, arguments, time.perf_counter() - started)
                     if shown is not None:
                         self.outputs.discard(Path(shown))
@@ -1062,6 +1085,7 @@ class StudioUI:
             else:
                 playable = str(result.path) if fmt in ("mp4", "webm") else None
                 outputs = (playable, str(result.path), self._walk_info(result, model))
+                self.outputs.show(_session(request), "walk", [result.path])
             job.hand_over(outputs)  # a Stop on the page cancels this event: its handler shows these instead
         yield outputs
 
@@ -1259,6 +1283,10 @@ class StudioUI:
             )
             rows.append([spec.name, spec.kind, status, spec.description, spec.license])
         return rows
+
+    def visitor_left(self, request: gr.Request = None) -> None:  # type: ignore[assignment]
+        """The page was closed: the files it had on show may be pruned like any others."""
+        self.outputs.forget(_session(request))
 
     def model_menus(self) -> tuple[Any, Any, Any]:
         """Fresh choices for the Generate and Walk model menus and the Models tab's fetch menu: a model trained or
@@ -1726,6 +1754,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         model_menus = [model, walk_model, fetch_name]
         for refreshed in (refresh_button.click, demo.load, fetched.success):
             refreshed(ui.model_menus, None, model_menus, queue=False, api_visibility="private", show_progress="hidden")
+        demo.unload(ui.visitor_left)
 
         # --- Latent walk events ---
         walk_event = walk_button.click(

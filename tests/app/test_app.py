@@ -939,3 +939,28 @@ def test_model_menus_say_what_a_model_needs_online_and_offline(monkeypatch: pyte
     assert offline["omniart-eyes"] == online["omniart-eyes"]
     assert offline["wikiart-cubism"] == "wikiart-cubism  ·  256 px  ·  not on this machine"
     assert "the studio is offline: pick a model marked offline" in ui.model_summary(ui.studio.spec("wikiart-cubism"))
+
+
+def test_pruning_old_outputs_spares_the_files_a_visitor_has_on_show(tmp_path: Path) -> None:
+    from studio.ui import _Outputs
+
+    outputs = _Outputs(tmp_path, keep=4)
+
+    def write(stem: str) -> Path:
+        path = outputs.path(stem, ".png")
+        path.write_bytes(b"png")
+        return path
+
+    first = [write(f"a{index}") for index in range(2)]
+    outputs.show("alice", "generate", first)
+    later = [write(f"b{index}") for index in range(6)]  # others' slider moves
+    assert all(path.is_file() for path in first)  # on show: kept although the oldest
+    assert [path.is_file() for path in later] == [False, False, False, False, True, True]
+    outputs.show("alice", "generate", later[-1:])  # new pictures replace alice's old ones on show
+    write("c0")
+    assert not first[0].is_file() and first[1].is_file() and later[-1].is_file()
+    outputs.forget("alice")
+    write("c1")
+    write("c2")
+    assert not first[1].is_file()
+    assert len(list(tmp_path.glob("*.png"))) == 4
