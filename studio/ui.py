@@ -219,6 +219,8 @@ def _without_upload_folders(message: str) -> str:
 
 def _number(value: Any, what: str) -> float:
     """A finite float from a slider/number widget (gradio lets NaN and infinity through)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{what} is empty: type a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -1020,12 +1022,24 @@ class StudioUI:
         return paths[index], gr.Tabs(selected="stylize")
 
     def send_to_walk(
-        self, keyframes: list[str] | None, state: dict | None, model: str, psi: Any, class_name: str | None
+        self,
+        keyframes: list[str] | None,
+        state: dict | None,
+        model: str,
+        psi: Any,
+        class_name: str | None,
+        *direction_amounts: Any,
     ) -> tuple[Any, ...]:
-        """The ticked seeds (or all on show) become the walk's keyframes; model, psi and class come along."""
-        seeds = [str(seed) for seed in keyframes or []] or [str(seed) for seed in (state or {}).get("seeds", [])]
+        """The ticked seeds (or all on show) become the walk's keyframes; model, psi and class come along. A note
+        says when no seed was ticked, and that the walk's keyframes leave out the latent directions."""
+        on_show = [str(seed) for seed in (state or {}).get("seeds", [])]
+        seeds = [str(seed) for seed in keyframes or []] or on_show
         if not seeds:
             raise ValueError("generate some artworks first, then tick the seeds to walk through")
+        if not keyframes and len(on_show) > 1:
+            gr.Info(f"No seed was ticked: the walk goes through all {len(on_show)} on show.")
+        if any(isinstance(amount, (int, float)) and amount != 0 for amount in direction_amounts):
+            gr.Info("Walks do not move along latent directions: the keyframes are these seeds without them.")
         spec = self.studio.spec(model)
         class_update = gr.update(
             visible=bool(spec.classes), choices=list(spec.classes), value=class_name if spec.classes else None
@@ -1248,7 +1262,21 @@ class StudioUI:
         settings = read_png_settings(png)
         spec = self.studio.spec(settings.model)
         if spec.kind != "generator":
-            raise ValueError(f"this PNG names {settings.model}, a {spec.kind}, not an image generator")
+            raise ValueError(
+                f"this PNG names {settings.model}, which is not an image generator (its kind: {spec.kind})"
+            )
+        # refused here, before the controls change: the pictures on show and the controls must keep matching
+        if _weights_state(spec) == "missing":
+            raise ValueError(
+                f"this PNG was made with {settings.model}, whose weights are not on this machine, and the studio is "
+                "offline; fetch them where the internet can be reached (python -m studio weights fetch "
+                f"{settings.model})"
+            )
+        if spec.classes and settings.class_name not in spec.classes:
+            raise ValueError(
+                f"this PNG names class {settings.class_name!r}, which {settings.model} does not have "
+                f"({', '.join(spec.classes)})"
+            )
         seeds = list(settings.seeds)
         consecutive = all(later == earlier + 1 for earlier, later in zip(seeds, seeds[1:], strict=False))
         if not consecutive:
@@ -1370,6 +1398,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             allow_custom_value=True,  # the choices change with the model; the studio validates
                             visible=bool(default_spec.classes),
                             interactive=True,
+                            elem_id="class-name",
                         )
                         psi = CheckedSlider(
                             *PSI_RANGE,
@@ -1429,7 +1458,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         ]
                     reset_directions = gr.Button("Reset directions", size="sm", variant="secondary")
                 with gr.Accordion("Recreate from a studio PNG", open=False):
-                    recreate_file = gr.File(label="PNG saved by the studio", file_types=[".png"], height=120)
+                    # no file_types filter: a dropped JPEG or text file gets a message saying what to give, not silence
+                    recreate_file = gr.File(label="PNG saved by the studio", height=120)
                 generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
                 picked_seed = gr.State(None)  # the seed of the picture last clicked in the gallery
 
@@ -1685,7 +1715,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         generate_on(dice.click(ui.random_seed, None, seed, api_name="random_seed", queue=False).then, "generate_dice")
         # One listener for all the sliders, so that its "always_last" also orders renders across them: two listeners
         # could run at once and the older picture could land last.
-        slider_moves = functools.partial(gr.on, [slider.input for slider in (psi, *directions)])
+        slider_moves = functools.partial(gr.on, [control.input for control in (psi, *directions, class_name)])
         generate_on(slider_moves, "generate_preview", trigger_mode="always_last", show_progress="minimal")
         reset = reset_directions.click(
             lambda: [0.0] * DIRECTION_SLIDERS,
@@ -1804,7 +1834,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         )
         to_walk.click(
             _friendly_errors(ui.send_to_walk),
-            [keyframes, generate_state, model, psi, class_name],
+            [keyframes, generate_state, model, psi, class_name, *directions],
             [walk_seeds, walk_model, walk_psi, walk_class, tabs],
             api_name="send_to_walk",
             show_progress="hidden",  # a failure is the toast alone, not an "Error" badge on every control

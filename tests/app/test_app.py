@@ -153,6 +153,33 @@ def test_read_settings_round_trips_a_saved_png(client: Client) -> None:
     assert amounts == [1.5, 0.0, 0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (
+            {"model": "wikiart-cubism", "seeds": [4]},
+            "this PNG was made with wikiart-cubism, whose weights are not on this machine, and the studio is offline",
+        ),
+        ({"model": "omniart-eyes", "seeds": [4], "class_name": "zebra"}, "names class 'zebra', which omniart-eyes"),
+        ({"model": "vgg19-caffe", "seeds": [4]}, "vgg19-caffe, which is not an image generator (its kind: vgg-enc"),
+    ],
+)
+def test_read_settings_refuses_what_it_cannot_remake_before_changing_any_control(
+    client: Client, tmp_path: Path, stored: dict, expected: str
+) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, json.dumps(stored))
+    png = tmp_path / "made-elsewhere.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    with pytest.raises(AppError, match=re.escape(expected)):
+        client.predict(handle_file(str(png)), api_name="/read_settings")
+
+
+def test_an_empty_number_box_says_so(app_url: str) -> None:
+    kind, payload = call_raw(app_url, "generate", '{"data": ["omniart-eyes", 5, 1, null, "blue", 0, 0, 0, 0, 0]}')
+    assert kind == "refused" and "psi: truncation psi is empty: type a number" in payload["error"], payload
+
+
 # --- Models ---------------------------------------------------------------------------------------------------------
 
 
@@ -964,3 +991,23 @@ def test_pruning_old_outputs_spares_the_files_a_visitor_has_on_show(tmp_path: Pa
     write("c2")
     assert not first[1].is_file()
     assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def test_sending_to_walk_says_what_it_leaves_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
+    from studio.ui import StudioUI
+
+    notes: list[str] = []
+    monkeypatch.setattr(gr, "Info", notes.append)
+    ui = StudioUI(Studio(device="cpu"))
+    state = {"seeds": [7, 8, 9], "paths": [], "selected": 0}
+    seeds, *_ = ui.send_to_walk([], state, "omniart-eyes", 1.0, "blue", 0.0, 1.5, 0, 0, 0)
+    assert seeds == "7, 8, 9"
+    assert notes == [
+        "No seed was ticked: the walk goes through all 3 on show.",
+        "Walks do not move along latent directions: the keyframes are these seeds without them.",
+    ]
+    notes.clear()
+    seeds, *_ = ui.send_to_walk(["8", "9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
+    assert seeds == "8, 9" and notes == []

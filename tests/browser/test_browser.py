@@ -317,7 +317,8 @@ def test_a_failed_fetch_is_a_toast_and_the_models_table_stays(page) -> None:
     table = page.locator("#models-table")
     assert table.is_visible() and "omniart-eyes" in table.inner_text()  # not an "Error" panel
     assert "⛔ missing (offline)" in table.inner_text()
-    page.locator(".toast-close").first.click()
+    page.locator(".toast-close").first.click()  # close the expected error so that later tests start clean
+    page.wait_for_function("() => document.querySelectorAll('.toast-body').length === 0")
     page.get_by_role("tab", name="Generate").click()
 
 
@@ -339,4 +340,17 @@ def test_a_model_trained_while_the_app_runs_appears_in_the_menus_after_a_refresh
     option = page.get_by_role("option", name=re.compile(r"^late-tints\s+·\s+16 px\s+·\s+offline"))
     option.wait_for()
     page.keyboard.press("Escape")
+    _assert_no_error_toast(page)
+
+
+def test_choosing_another_class_rerenders_the_pictures(page) -> None:
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#model input").click()
+    page.get_by_role("option", name=re.compile(r"^omniart-eyes")).click()
+    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('omniart-eyes')")
+    before = _first_image_src(page)
+    page.locator("#class-name input").click()
+    page.get_by_role("option", name="green", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('class green')")
+    assert _first_image_src(page) != before
     _assert_no_error_toast(page)
