@@ -747,18 +747,21 @@ class StudioUI:
 
     @staticmethod
     def after_generation(
-        state: dict | None, ticked: list[str] | None, picked_seed: int | None
-    ) -> tuple[Any, dict | None, Any]:
+        state: dict | None, ticked: list[str] | None, picked_seed: int | None, offered: list[str] | None = None
+    ) -> tuple[Any, dict | None, Any, list[str]]:
         """After new pictures: the keyframe picker offers their seeds, and what the person chose survives a change
-        that keeps the seeds (a slider moved): the ticked seeds stay ticked (otherwise the first four are) and the
-        picture they clicked stays the one that is downloaded and sent on. Returns (keyframes, state, download)."""
+        that keeps the seeds (a slider moved): the ticked seeds stay ticked, none if they unticked all (new seeds
+        get the first four ticked), and the picture they clicked stays the one that is downloaded and sent on.
+        `offered`: the seeds the picker offered until now. Returns (keyframes, state, download, seeds offered)."""
         seeds = [str(seed) for seed in (state or {}).get("seeds", [])]
         ticked = list(ticked or []) if set(ticked or []) <= set(seeds) else []
-        keyframes = gr.update(choices=seeds, value=ticked or (seeds[:4] if len(seeds) > 1 else []))
+        same_seeds = offered is not None and list(offered) == seeds
+        default = seeds[:4] if len(seeds) > 1 else []
+        keyframes = gr.update(choices=seeds, value=ticked if ticked or same_seeds else default)
         if not state or picked_seed is None or str(picked_seed) not in seeds:
-            return keyframes, state, gr.update()
+            return keyframes, state, gr.update(), seeds
         index = seeds.index(str(picked_seed))
-        return keyframes, {**state, "selected": index}, state["paths"][index]
+        return keyframes, {**state, "selected": index}, state["paths"][index], seeds
 
     # Stylize tab
 
@@ -1462,6 +1465,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     recreate_file = gr.File(label="PNG saved by the studio", height=120)
                 generate_state = gr.State({"paths": [], "seeds": [], "selected": 0})
                 picked_seed = gr.State(None)  # the seed of the picture last clicked in the gallery
+                offered_seeds = gr.State(None)  # the seeds the keyframe picker offers
 
             with gr.Tab("Stylize", id="stylize"):
                 with gr.Row(equal_height=False):
@@ -1696,8 +1700,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 **options,
             ).success(
                 ui.after_generation,
-                [generate_state, keyframes, picked_seed],
-                [keyframes, generate_state, download_png],
+                [generate_state, keyframes, picked_seed, offered_seeds],
+                [keyframes, generate_state, download_png, offered_seeds],
                 api_name=f"{api_name}_keyframes",
                 queue=False,
                 api_visibility="private",

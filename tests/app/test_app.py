@@ -1011,3 +1011,19 @@ def test_sending_to_walk_says_what_it_leaves_out(monkeypatch: pytest.MonkeyPatch
     notes.clear()
     seeds, *_ = ui.send_to_walk(["8", "9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
     assert seeds == "8, 9" and notes == []
+
+
+def test_the_keyframe_ticks_follow_the_person_across_re_renders() -> None:
+    from studio.ui import StudioUI
+
+    state = {"seeds": [7, 8, 9, 10, 11], "paths": [f"/tmp/{seed}.png" for seed in range(7, 12)], "selected": 0}
+    seeds = ["7", "8", "9", "10", "11"]
+    fresh, _, _, offered = StudioUI.after_generation(state, [], None, None)  # first pictures: the first four
+    assert fresh["value"] == ["7", "8", "9", "10"] and offered == seeds
+    kept, *_ = StudioUI.after_generation(state, ["9", "11"], None, seeds)  # a slider moved: the same seeds
+    assert kept["value"] == ["9", "11"]
+    none, *_ = StudioUI.after_generation(state, [], None, seeds)  # all unticked, then a slider moved: still none
+    assert none["value"] == []
+    other = {**state, "seeds": [20, 21, 22]}
+    new, *_ = StudioUI.after_generation(other, [], None, seeds)  # new seeds: the first four of them again
+    assert new["value"] == ["20", "21", "22"]
