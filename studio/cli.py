@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from studio.files import check_folder_can_be_written
 from studio.registry import DEFAULT_GENERATOR
 
 if TYPE_CHECKING:
@@ -153,15 +153,8 @@ def _output_file(path: Path, *, suffixes: Sequence[str], inputs: Sequence[Path |
     for source in inputs:
         if source is not None and path.exists() and source.exists() and path.samefile(source):
             raise ValueError(f"--out {path} is one of the input pictures; choose another name so it is kept")
-    # The folder is made only when the result is saved (`_make_folder`), so a run that fails leaves nothing behind;
-    # here the nearest folder that exists must be one we may write into.
-    existing = path.absolute().parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"cannot make the folder for --out {path}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write --out {path}: no permission to write in {existing}")
+    # The folder is made only when the result is saved (`_make_folder`), so a run that fails leaves nothing behind.
+    check_folder_can_be_written(path.absolute().parent, what=f"the folder for --out {path}")
     return path
 
 

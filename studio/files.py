@@ -1,4 +1,5 @@
-"""Writing files so that a failed write never leaves half a file where a good one was.
+"""Writing files so that a failed write never leaves half a file where a good one was, and checking before any work
+that a destination folder can be made and written to.
 
 Every file the studio writes in one go (pictures, exported models, caches, pins) is written to a temporary file in the
 same folder and renamed over its destination only once complete: a full disk, a stop or a crash leaves the file
@@ -13,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["replaced_when_done", "write_text_when_done"]
+__all__ = ["check_folder_can_be_written", "replaced_when_done", "write_text_when_done"]
 
 
 @contextlib.contextmanager
@@ -39,3 +40,16 @@ def write_text_when_done(path: str | os.PathLike[str], text: str, *, make_folder
     """`path.write_text(text)` (UTF-8) through `replaced_when_done`."""
     with replaced_when_done(path, make_folder=make_folder) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+def check_folder_can_be_written(folder: str | os.PathLike[str], *, what: str, remedy: str = "") -> None:
+    """ValueError unless files can be written into `folder`, made later where it is missing: its nearest existing
+    ancestor must be a folder this process may write into. `what` names it in the message ("the export folder x");
+    `remedy` is added to the permission refusal."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot make {what}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {what}: no permission to write in {existing}{remedy}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.files import check_folder_can_be_written
 from studio.ops.common import as_whole_number
 from studio.training.augment import parse_policy
 from studio.training.dataset import CROPS, SkippedFile
@@ -225,16 +226,8 @@ def check_destination(config: TrainConfig) -> None:
                 f"{config.out} already holds files the studio did not write; choose a new or empty folder, so that "
                 "nothing of yours is overwritten"
             )
-    existing = out  # checked now, not when the first checkpoint is written after loading every image
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"cannot make the export folder {config.out}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"cannot write the export folder {config.out}: no permission to write in {existing}; choose another "
-            "folder (--out)"
-        )
+    # checked now, not when the first checkpoint is written after loading every image
+    check_folder_can_be_written(out, what=f"the export folder {config.out}", remedy="; choose another folder (--out)")
 
 
 @dataclass(frozen=True)

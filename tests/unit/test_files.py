@@ -32,3 +32,19 @@ def test_a_missing_folder_is_an_error_unless_asked_to_make_it(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError):
         write_text_when_done(tmp_path / "missing" / "a.txt", "x")
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_destination_folder_is_checked_at_its_nearest_existing_ancestor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from studio.files import check_folder_can_be_written
+
+    check_folder_can_be_written(tmp_path / "new" / "deeper", what="the folder")  # made later: fine
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file")
+    with pytest.raises(ValueError, match=f"cannot make the folder: {blocker} is a file"):
+        check_folder_can_be_written(blocker / "sub", what="the folder")
+    monkeypatch.setattr("studio.files.os.access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(ValueError, match=f"cannot write the folder: no permission to write in {tmp_path}; try X$"):
+        check_folder_can_be_written(tmp_path / "new", what="the folder", remedy="; try X")
+    assert not (tmp_path / "new").exists()
