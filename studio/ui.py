@@ -737,7 +737,7 @@ class StudioUI:
 
     def _adain_missing_offline(self) -> bool:
         """Offline with AdaIN's encoder or decoder not on this machine: AdaIN cannot run until the network is back."""
-        return is_offline() and not all(is_cached(self.studio.spec(name)) for name in ADAIN_MODELS)
+        return any(_weights_state(self.studio.spec(name)) == "missing" for name in ADAIN_MODELS)
 
     def _generator_spec(self, name: str) -> ModelSpec:
         for spec in self.studio.models(kind="generator"):
@@ -1126,8 +1126,7 @@ class StudioUI:
         from studio.ops.interpolation import check_easing
 
         def model_can_run() -> None:
-            spec = self._generator_spec(model)
-            if is_offline() and not is_cached(spec):
+            if _weights_state(self._generator_spec(model)) == "missing":
                 raise ValueError(
                     f"{model}'s weights are not on this machine and the studio is offline: pick a model marked offline"
                 )
