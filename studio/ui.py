@@ -237,6 +237,30 @@ def _in_range(value: Any, what: str, low: float, high: float) -> float:
     return number
 
 
+def _direction_amount(value: Any, number: int) -> float:
+    """The slider "Direction {number}" (1-based on the page; the API's index is number - 1)."""
+    return _in_range(value, f"direction {number}", -DIRECTION_RANGE, DIRECTION_RANGE)
+
+
+def _direction_amounts(*sliders: Any) -> dict[int, float]:
+    """The latent direction sliders as the API's {index: amount}, zeros left out."""
+    amounts = {number - 1: _direction_amount(value, number) for number, value in enumerate(sliders, start=1)}
+    return {index: amount for index, amount in amounts.items() if amount}
+
+
+def _directions_text(amounts: dict[int, float]) -> str:
+    """{0: 2.5, 4: -1} -> "directions 1: +2.5, 5: -1", numbered as the sliders are."""
+    return "directions " + ", ".join(f"{index + 1}: {amount:+g}" for index, amount in sorted(amounts.items()))
+
+
+def _direction_verdicts(sliders: Iterable[Any]) -> list[dict[str, Any]]:
+    """The validator's verdict on each latent direction slider."""
+    return [
+        _verdict(lambda value=value, number=number: _direction_amount(value, number))
+        for number, value in enumerate(sliders, start=1)
+    ]
+
+
 def _whole(value: Any, what: str, low: int, high: int) -> int:
     number = _number(value, what)
     if not number.is_integer() or not low <= number <= high:
@@ -580,6 +604,23 @@ class _Outputs:
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 
+def _direction_sliders(elem_prefix: str) -> list[gr.Slider]:
+    """The latent direction sliders, "Direction 1" (the API's index 0) first."""
+    return [
+        CheckedSlider(
+            -DIRECTION_RANGE,
+            DIRECTION_RANGE,
+            value=0.0,
+            step=0.25,
+            label=f"Direction {number}",
+            elem_id=f"{elem_prefix}-{number}",
+            min_width=160,
+            buttons=[],
+        )
+        for number in range(1, DIRECTION_SLIDERS + 1)
+    ]
+
+
 class StudioUI:
     """The handlers behind the widgets. One instance per app; per-visitor state lives in gr.State."""
 
@@ -695,8 +736,7 @@ class StudioUI:
         self.ensure_weights(model, progress)
         start = _seed_or_random(seed)
         count = _whole(batch, "batch", 1, MAX_UI_BATCH)
-        amounts = (direction_1, direction_2, direction_3, direction_4, direction_5)
-        directions = {index: _number(amount, f"direction {index + 1}") for index, amount in enumerate(amounts)}
+        directions = _direction_amounts(direction_1, direction_2, direction_3, direction_4, direction_5)
         progress(0.5, desc="Generating")
         result = self.studio.generate(
             model=model,
@@ -704,7 +744,7 @@ class StudioUI:
             batch=count,
             psi=_number(psi, "truncation psi"),
             class_name=(class_name or None) if spec.is_conditional else None,
-            directions={index: amount for index, amount in directions.items() if amount},
+            directions=directions,
         )
         paths = self._save_generation(result)
         self.outputs.show(_session(request), "generate", paths)
@@ -730,10 +770,8 @@ class StudioUI:
             _verdict(lambda: _whole(batch, "batch", 1, MAX_UI_BATCH)),
             _verdict(lambda: _in_range(psi, "truncation psi", *PSI_RANGE)),
             _verdict(lambda: None),  # the class: checked with the model, by `generate`
-            *(_verdict(lambda amount=amount, index=index: _in_range(amount, f"direction {index}", -DIRECTION_RANGE,
-                                                                    DIRECTION_RANGE))
-              for index, amount in enumerate(directions, start=1)),
-        ]  # fmt: skip
+            *_direction_verdicts(directions),
+        ]
 
     def _adain_missing_offline(self) -> bool:
         """Offline with AdaIN's encoder or decoder not on this machine: AdaIN cannot run until the network is back."""
@@ -1033,21 +1071,21 @@ class StudioUI:
         class_name: str | None,
         *direction_amounts: Any,
     ) -> tuple[Any, ...]:
-        """The ticked seeds (or all on show) become the walk's keyframes; model, psi and class come along. A note
-        says when no seed was ticked, and that the walk's keyframes leave out the latent directions."""
+        """The ticked seeds (or all on show) become the walk's keyframes; model, psi, class and the latent directions
+        come along (their accordion opens when one is moved). A note says when no seed was ticked."""
         on_show = [str(seed) for seed in (state or {}).get("seeds", [])]
         seeds = [str(seed) for seed in keyframes or []] or on_show
         if not seeds:
             raise ValueError("generate some artworks first, then tick the seeds to walk through")
         if not keyframes and len(on_show) > 1:
             gr.Info(f"No seed was ticked: the walk goes through all {len(on_show)} on show.")
-        if any(isinstance(amount, (int, float)) and amount != 0 for amount in direction_amounts):
-            gr.Info("Walks do not move along latent directions: the keyframes are these seeds without them.")
         spec = self.studio.spec(model)
         class_update = gr.update(
             visible=bool(spec.classes), choices=list(spec.classes), value=class_name if spec.classes else None
         )
-        return ", ".join(seeds), model, psi, class_update, gr.Tabs(selected="walk")
+        moved = any(isinstance(amount, (int, float)) and amount != 0 for amount in direction_amounts)
+        directions_box = gr.update(open=True) if moved else gr.update()
+        return ", ".join(seeds), model, psi, class_update, *direction_amounts, directions_box, gr.Tabs(selected="walk")
 
     def walk(
         self,
@@ -1063,10 +1101,16 @@ class StudioUI:
         size: Any,
         style: str | None,
         style_strength: Any,
+        direction_1: Any = 0.0,
+        direction_2: Any = 0.0,
+        direction_3: Any = 0.0,
+        direction_4: Any = 0.0,
+        direction_5: Any = 0.0,
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> Iterator[tuple[Any, Any, str]]:
-        """Render a latent walk through the keyframe seeds ("3, 14, 15").
+        """Render a latent walk through the keyframe seeds ("3, 14, 15"), every frame moved along the latent
+        directions as the Generate tab's sliders move a picture.
 
         Yields, once, the video for the player (None for GIF and PNG zip), the file to download and a summary.
         A generator although it yields once: when gradio cancels a plain function's event (Stop) after an earlier
@@ -1074,6 +1118,7 @@ class StudioUI:
         """
         spec = self.ensure_weights(model, progress)
         keyframes = parse_seeds(seeds)
+        directions = _direction_amounts(direction_1, direction_2, direction_3, direction_4, direction_5)
         side = _walk_side(size)
         fmt = str(video_format or "mp4").lower()
         out = self.outputs.path(walk_file_stem(model, keyframes), walk_suffix(fmt))
@@ -1089,6 +1134,7 @@ class StudioUI:
                     easing=easing,
                     psi=_number(psi, "truncation psi"),
                     class_name=(class_name or None) if spec.is_conditional else None,
+                    directions=directions,
                     format=fmt,
                     size=side or None,
                     style=style or None,
@@ -1120,6 +1166,7 @@ class StudioUI:
         size: Any,
         style: str | None,
         style_strength: Any,
+        *directions: Any,
     ) -> list[dict[str, Any]]:
         """Runs before `walk` (gradio's validator): a value it would refuse is marked on its own control, and an API
         client is told which parameter it was, instead of a bare "less than minimum"."""
@@ -1151,13 +1198,15 @@ class StudioUI:
             _verdict(lambda: _walk_side(size)),
             _verdict(style_can_run),
             _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),
+            *_direction_verdicts(directions),
         ]
 
     @staticmethod
     def _walk_info(result: WalkResult, model: str) -> str:
         settings = result.settings
+        directions = f" · {_directions_text(settings['directions'])}" if settings["directions"] else ""
         summary = (
-            f"**{model}** · {result.route} · {result.frames} frames at {result.fps:g} fps "
+            f"**{model}** · {result.route}{directions} · {result.frames} frames at {result.fps:g} fps "
             f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {settings['format'].upper()}"
             f"{f' ({result.size_note})' if result.size_note else ''} · rendered in {result.seconds:.1f} s"
         )
@@ -1238,9 +1287,7 @@ class StudioUI:
         if settings.class_name:
             parts.append(f"class {settings.class_name}")
         if settings.directions:
-            parts.append(
-                "directions " + ", ".join(f"{index + 1}: {amount:+g}" for index, amount in settings.directions.items())
-            )
+            parts.append(_directions_text(settings.directions))
         parts.append(f"{seconds:.2f} s")
         return " · ".join(parts) + "  \nEach PNG carries these settings; drop it into *Recreate* to get it back."
 
@@ -1445,19 +1492,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         elem_classes="studio-info",
                     )
                     with gr.Row():
-                        directions = [
-                            CheckedSlider(
-                                -DIRECTION_RANGE,
-                                DIRECTION_RANGE,
-                                value=0.0,
-                                step=0.25,
-                                label=f"Direction {index + 1}",
-                                elem_id=f"direction-{index + 1}",
-                                min_width=160,
-                                buttons=[],
-                            )
-                            for index in range(DIRECTION_SLIDERS)
-                        ]
+                        directions = _direction_sliders("direction")
                     reset_directions = gr.Button("Reset directions", size="sm", variant="secondary")
                 with gr.Accordion("Recreate from a studio PNG", open=False):
                     # no file_types filter: a dropped JPEG or text file gets a message saying what to give, not silence
@@ -1627,6 +1662,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 height=160,
                             )
                             walk_strength = CheckedSlider(0.0, 1.0, value=1.0, step=0.05, label="Style strength")
+                        with gr.Accordion("Latent directions", open=False, elem_id="walk-directions") as walk_moves:
+                            gr.Markdown(
+                                "Every frame moves along the generator's latent directions, as on the Generate tab "
+                                "(Walk through the ticked seeds brings its sliders along).",
+                                elem_classes="studio-info",
+                            )
+                            with gr.Row():
+                                walk_directions = _direction_sliders("walk-direction")
                         with gr.Row():
                             walk_button = gr.Button("Render walk", variant="primary", elem_id="walk-button")
                             walk_stop = gr.Button("Stop", variant="stop", elem_id="walk-stop")
@@ -1805,13 +1848,15 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 walk_size,
                 walk_style,
                 walk_strength,
+                *walk_directions,
             ],
             [walk_video, walk_file, walk_info],
             validator=ui.check_walk_inputs,
             api_name="walk",
             api_description="Render a latent walk: model, keyframe seeds ('3, 14, 15'), frames, fps, loop, easing "
             "(spline | linear | ease-in-out), format (mp4 | webm | gif | zip), truncation psi, class, frame size (0 = "
-            "native), optional style image (AdaIN) and its strength. Returns the playable video (mp4/webm), the file "
+            "native), optional style image (AdaIN) and its strength, and the five latent direction amounts (-5..5, as "
+            "on /generate). Returns the playable video (mp4/webm), the file "
             "and a summary.",
             concurrency_id="walk",
             concurrency_limit=CONCURRENCY["walk"],
@@ -1838,7 +1883,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         to_walk.click(
             _friendly_errors(ui.send_to_walk),
             [keyframes, generate_state, model, psi, class_name, *directions],
-            [walk_seeds, walk_model, walk_psi, walk_class, tabs],
+            [walk_seeds, walk_model, walk_psi, walk_class, *walk_directions, walk_moves, tabs],
             api_name="send_to_walk",
             show_progress="hidden",  # a failure is the toast alone, not an "Error" badge on every control
             api_visibility="private",

@@ -341,10 +341,11 @@ def test_huge_png_header_is_small_and_valid() -> None:
 
 def _walk(client: Client, seeds: str = "3, 14, 15", *, frames: int = 12, fps: float = 12, loop: bool = True,
           easing: str = "spline", fmt: str = "mp4", psi: float = 1.0, class_name: str = "blue", size: str = "native",
-          style: str | None = None, strength: float = 1.0, model: str = "omniart-eyes") -> tuple:  # fmt: skip
+          style: str | None = None, strength: float = 1.0, model: str = "omniart-eyes",
+          directions: tuple[float, ...] = (0, 0, 0, 0, 0)) -> tuple:  # fmt: skip
     style_file = handle_file(style) if style else None
     return client.predict(
-        model, seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength,
+        model, seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength, *directions,
         api_name="/walk",
     )  # fmt: skip
 
@@ -369,6 +370,24 @@ def test_walk_renders_a_video_that_starts_on_the_first_keyframe(client: Client) 
     assert np.abs(frames[6] - keyframe).mean() > 8  # and goes somewhere else
     again, _ = _decode(_walk(client, frames=12, fps=12)[0])
     assert np.abs(again[5] - frames[5]).mean() < 1  # same seeds, same walk
+
+
+def test_walk_moves_every_frame_along_the_latent_directions(client: Client) -> None:
+    moved = (3.0, 0, 0, 0, -2.0)
+    video, _, summary = _walk(client, seeds="3, 14", frames=6, fps=6, directions=moved)
+    assert "keyframes 3, 14 · directions 1: +3, 5: -2 · 6 frames" in summary
+    frames, _ = _decode(video)
+    keyframe = _pixels(_gallery_paths(_generate(client, seed=3, class_name="blue", directions=moved)[0])[0])
+    plain = _pixels(_gallery_paths(_generate(client, seed=3, class_name="blue")[0])[0])
+    assert np.abs(keyframe - plain).mean() > 8  # the directions change the artwork
+    assert np.abs(frames[0] - keyframe).mean() < 8  # and the walk starts on the moved one (codec loss aside)
+    # an API client that leaves the directions out walks without them
+    model, seeds = "omniart-eyes", "3, 14"
+    unmoved, _, summary = client.predict(
+        model, seeds, 6, 6, True, "spline", "mp4", 1.0, "blue", "native", None, 1.0, api_name="/walk"
+    )
+    assert "directions" not in summary
+    assert np.abs(_decode(unmoved)[0][0] - plain).mean() < 8
 
 
 def test_walk_formats_and_frame_size(client: Client) -> None:
@@ -406,6 +425,7 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
         ({"seeds": "3", "loop": False}, AppError, "at least two keyframe seeds"),
         ({"fmt": "avi"}, ValidationError, "- video_format: video format must be one of ('mp4', 'webm', 'gif', 'zip')"),
         ({"easing": "bounce"}, ValidationError, "- easing: easing must be one of"),
+        ({"directions": (0, 0, 9, 0, 0)}, ValidationError, "- direction_3: direction 3 must be between -5 and 5"),
     ],
 )
 def test_bad_walk_input_gives_a_message(
@@ -416,7 +436,8 @@ def test_bad_walk_input_gives_a_message(
 
 
 def test_nan_walk_sliders_give_a_message(app_url: str) -> None:
-    body = '{"data": ["omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", "native", null, 1.0]}'
+    values = '"omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", "native", null, 1.0, 0, 0, 0, 0, 0'
+    body = f'{{"data": [{values}]}}'
     kind, payload = call_raw(app_url, "walk", body)
     assert kind == "refused" and "frames: frames must be a finite number" in payload["error"], payload
 
@@ -993,7 +1014,9 @@ def test_pruning_old_outputs_spares_the_files_a_visitor_has_on_show(tmp_path: Pa
     assert len(list(tmp_path.glob("*.png"))) == 4
 
 
-def test_sending_to_walk_says_what_it_leaves_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sending_to_walk_brings_the_settings_and_says_when_nothing_was_ticked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import gradio as gr
 
     from studio.ui import StudioUI
@@ -1002,15 +1025,15 @@ def test_sending_to_walk_says_what_it_leaves_out(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(gr, "Info", notes.append)
     ui = StudioUI(Studio(device="cpu"))
     state = {"seeds": [7, 8, 9], "paths": [], "selected": 0}
-    seeds, *_ = ui.send_to_walk([], state, "omniart-eyes", 1.0, "blue", 0.0, 1.5, 0, 0, 0)
-    assert seeds == "7, 8, 9"
-    assert notes == [
-        "No seed was ticked: the walk goes through all 3 on show.",
-        "Walks do not move along latent directions: the keyframes are these seeds without them.",
-    ]
+    seeds, model, psi, class_update, *directions, directions_box, tab = ui.send_to_walk(
+        [], state, "omniart-eyes", 0.7, "blue", 0.0, 1.5, 0, 0, -2.25
+    )
+    assert (seeds, model, psi, class_update["value"]) == ("7, 8, 9", "omniart-eyes", 0.7, "blue")
+    assert directions == [0.0, 1.5, 0, 0, -2.25] and directions_box["open"] is True and tab.selected == "walk"
+    assert notes == ["No seed was ticked: the walk goes through all 3 on show."]
     notes.clear()
-    seeds, *_ = ui.send_to_walk(["8", "9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
-    assert seeds == "8, 9" and notes == []
+    seeds, *_, directions_box, _ = ui.send_to_walk(["8", "9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
+    assert seeds == "8, 9" and notes == [] and "open" not in directions_box
 
 
 def test_the_keyframe_ticks_follow_the_person_across_re_renders() -> None:

@@ -224,12 +224,18 @@ def test_adain_offline_is_refused_on_its_control_and_the_picture_stays(page) -> 
 
 def test_send_keyframes_and_play_a_short_walk(page) -> None:
     page.get_by_role("tab", name="Generate").click()
+    direction = page.locator("#direction-2 input[type=number]")
+    direction.fill("1.5")
+    direction.press("Tab")  # the pictures follow; the walk will too
+    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('2: +1.5')")
     page.locator("#to-walk").click()  # the ticked seeds (ticked in an earlier test) become the walk's keyframes
     seeds = page.locator("#walk-seeds textarea, #walk-seeds input").first
     page.wait_for_function(
         "() => document.querySelector('#walk-seeds textarea, #walk-seeds input')?.value === '123, 124, 125, 129'"
     )
     assert seeds.input_value() == "123, 124, 125, 129"
+    walk_direction = "document.querySelector('#walk-direction-2 input[type=number]')"
+    page.wait_for_function(f"() => {walk_direction}?.value === '1.5'")
     frames = page.locator("#walk-frames input[type=number]")
     frames.fill("12")
     frames.press("Tab")
@@ -237,6 +243,7 @@ def test_send_keyframes_and_play_a_short_walk(page) -> None:
     video = page.locator("#walk-video video")
     video.wait_for(timeout=90_000)
     page.wait_for_function("() => document.querySelector('#walk-info')?.innerText.includes('12 frames')")
+    assert "2: +1.5" in page.locator("#walk-info").inner_text()
     # the browser decodes and plays it: enough data for the current frame, and the clock moves
     page.wait_for_function("() => document.querySelector('#walk-video video')?.readyState >= 2")
     page.evaluate("() => { const v = document.querySelector('#walk-video video'); v.muted = true; return v.play(); }")
