@@ -68,6 +68,8 @@ EXAMPLES = ASSETS / "examples"
 DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 PSI_RANGE = (0.0, 1.5)
+WALK_ROUTES = ("keyframes", "noise-loop")
+SPREAD_RANGE = (0.05, 1.0)
 STYLIZE_SIZES = (64, 1024)
 STYLIZE_STEPS = (1, 1000)
 MAX_UI_BATCH = 8
@@ -300,6 +302,22 @@ def parse_seeds(text: str) -> list[int]:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
         seeds.append(seed)
+    return seeds
+
+
+def _walk_route(route: Any) -> str:
+    if route not in WALK_ROUTES:
+        raise ValueError(f"route must be one of {WALK_ROUTES}, got {route!r}")
+    return str(route)
+
+
+def _walk_seeds(text: str, route: Any) -> list[int]:
+    """The keyframe seeds box; a noise loop circles one seed, so it takes one."""
+    seeds = parse_seeds(text)
+    if _walk_route(route) == "noise-loop" and len(seeds) > 1:
+        raise ValueError(
+            f"a noise loop circles one seed: leave only one (e.g. {seeds[0]}), or take the route through the keyframes"
+        )
     return seeds
 
 
@@ -1106,18 +1124,21 @@ class StudioUI:
         direction_3: Any = 0.0,
         direction_4: Any = 0.0,
         direction_5: Any = 0.0,
+        route: str = "keyframes",
+        spread: Any = 1.0,
         request: gr.Request = None,  # type: ignore[assignment]
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> Iterator[tuple[Any, Any, str]]:
-        """Render a latent walk through the keyframe seeds ("3, 14, 15"), every frame moved along the latent
-        directions as the Generate tab's sliders move a picture.
+        """Render a latent walk through the keyframe seeds ("3, 14, 15"), or a noise loop around one seed (route
+        "noise-loop", wandering `spread` 0..1 away), every frame moved along the latent directions as the Generate
+        tab's sliders move a picture.
 
         Yields, once, the video for the player (None for GIF and PNG zip), the file to download and a summary.
         A generator although it yields once: when gradio cancels a plain function's event (Stop) after an earlier
         run of it finished, the page puts a bare "Error" on its outputs; a generator's cancel leaves them be.
         """
         spec = self.ensure_weights(model, progress)
-        keyframes = parse_seeds(seeds)
+        keyframes = _walk_seeds(seeds, route)
         directions = _direction_amounts(direction_1, direction_2, direction_3, direction_4, direction_5)
         side = _walk_side(size)
         fmt = str(video_format or "mp4").lower()
@@ -1135,6 +1156,8 @@ class StudioUI:
                     psi=_number(psi, "truncation psi"),
                     class_name=(class_name or None) if spec.is_conditional else None,
                     directions=directions,
+                    path=route,
+                    spread=_in_range(spread, "noise loop spread", *SPREAD_RANGE),
                     format=fmt,
                     size=side or None,
                     style=style or None,
@@ -1166,7 +1189,13 @@ class StudioUI:
         size: Any,
         style: str | None,
         style_strength: Any,
-        *directions: Any,
+        direction_1: Any = 0.0,
+        direction_2: Any = 0.0,
+        direction_3: Any = 0.0,
+        direction_4: Any = 0.0,
+        direction_5: Any = 0.0,
+        route: str = "keyframes",
+        spread: Any = 1.0,
     ) -> list[dict[str, Any]]:
         """Runs before `walk` (gradio's validator): a value it would refuse is marked on its own control, and an API
         client is told which parameter it was, instead of a bare "less than minimum"."""
@@ -1187,7 +1216,7 @@ class StudioUI:
 
         return [
             _verdict(model_can_run),
-            _verdict(lambda: parse_seeds(seeds)),
+            _verdict(lambda: _walk_seeds(seeds, route)),
             _verdict(lambda: _whole(frames, "frames", 2, MAX_WALK_FRAMES_UI)),
             _verdict(lambda: _in_range(fps, "fps", 1, 60)),
             _verdict(lambda: None),  # loop
@@ -1198,7 +1227,9 @@ class StudioUI:
             _verdict(lambda: _walk_side(size)),
             _verdict(style_can_run),
             _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),
-            *_direction_verdicts(directions),
+            *_direction_verdicts((direction_1, direction_2, direction_3, direction_4, direction_5)),
+            _verdict(lambda: _walk_route(route)),
+            _verdict(lambda: _in_range(spread, "noise loop spread", *SPREAD_RANGE)),
         ]
 
     @staticmethod
@@ -1645,6 +1676,20 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 ["mp4", "webm", "gif", "zip"], value="mp4", label="Format", elem_id="walk-format"
                             )
                         walk_loop = gr.Checkbox(value=True, label="Loop back to the first keyframe")
+                        walk_route = CheckedRadio(
+                            [("through the keyframes", "keyframes"), ("noise loop around one seed", "noise-loop")],
+                            value="keyframes",
+                            label="Route",
+                            info="a noise loop wanders around one seed's artwork and always comes back",
+                            elem_id="walk-route",
+                        )
+                        walk_spread = CheckedSlider(
+                            *SPREAD_RANGE,
+                            value=1.0,
+                            step=0.05,
+                            label="Noise loop spread: how far it wanders from the seed's artwork",
+                            elem_id="walk-spread",
+                        )
                         with gr.Accordion("More", open=False):
                             walk_psi = CheckedSlider(*PSI_RANGE, value=1.0, step=0.05, label="Truncation ψ")
                             walk_size = gr.Dropdown(
@@ -1849,14 +1894,17 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 walk_style,
                 walk_strength,
                 *walk_directions,
+                walk_route,
+                walk_spread,
             ],
             [walk_video, walk_file, walk_info],
             validator=ui.check_walk_inputs,
             api_name="walk",
             api_description="Render a latent walk: model, keyframe seeds ('3, 14, 15'), frames, fps, loop, easing "
             "(spline | linear | ease-in-out), format (mp4 | webm | gif | zip), truncation psi, class, frame size (0 = "
-            "native), optional style image (AdaIN) and its strength, and the five latent direction amounts (-5..5, as "
-            "on /generate). Returns the playable video (mp4/webm), the file "
+            "native), optional style image (AdaIN) and its strength, the five latent direction amounts (-5..5, as on "
+            "/generate), the route (keyframes | noise-loop: around the one seed given) and the noise loop's spread "
+            "(0.05..1). Returns the playable video (mp4/webm), the file "
             "and a summary.",
             concurrency_id="walk",
             concurrency_limit=CONCURRENCY["walk"],

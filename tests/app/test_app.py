@@ -342,11 +342,12 @@ def test_huge_png_header_is_small_and_valid() -> None:
 def _walk(client: Client, seeds: str = "3, 14, 15", *, frames: int = 12, fps: float = 12, loop: bool = True,
           easing: str = "spline", fmt: str = "mp4", psi: float = 1.0, class_name: str = "blue", size: str = "native",
           style: str | None = None, strength: float = 1.0, model: str = "omniart-eyes",
-          directions: tuple[float, ...] = (0, 0, 0, 0, 0)) -> tuple:  # fmt: skip
+          directions: tuple[float, ...] = (0, 0, 0, 0, 0), route: str = "keyframes", spread: float = 1.0,
+          ) -> tuple:  # fmt: skip
     style_file = handle_file(style) if style else None
     return client.predict(
-        model, seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength, *directions,
-        api_name="/walk",
+        model, seeds, frames, fps, loop, easing, fmt, psi, class_name, size, style_file, strength, *directions, route,
+        spread, api_name="/walk",
     )  # fmt: skip
 
 
@@ -390,6 +391,20 @@ def test_walk_moves_every_frame_along_the_latent_directions(client: Client) -> N
     assert np.abs(_decode(unmoved)[0][0] - plain).mean() < 8
 
 
+def test_a_noise_loop_circles_one_seed_and_comes_back(client: Client) -> None:
+    keyframe = _pixels(_gallery_paths(_generate(client, seed=3, class_name="blue")[0])[0])
+    distances = {}
+    for spread in (0.2, 1.0):
+        video, _, summary = _walk(client, seeds="3", frames=16, fps=16, route="noise-loop", spread=spread)
+        assert "a noise loop around seed 3 · 16 frames" in summary
+        frames, _ = _decode(video)
+        after = frames[1:] + frames[:1]
+        steps = [np.abs(later - earlier).mean() for earlier, later in zip(frames, after, strict=True)]
+        assert max(steps) < 3 * np.mean(steps)  # no jump anywhere, the end joining the start included
+        distances[spread] = np.mean([np.abs(frame - keyframe).mean() for frame in frames])
+    assert distances[0.2] < distances[1.0]  # a small spread stays near the seed's artwork
+
+
 def test_walk_formats_and_frame_size(client: Client) -> None:
     video, gif, _ = _walk(client, fmt="gif", frames=8, size="256")
     assert video is None
@@ -426,6 +441,9 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
         ({"fmt": "avi"}, ValidationError, "- video_format: video format must be one of ('mp4', 'webm', 'gif', 'zip')"),
         ({"easing": "bounce"}, ValidationError, "- easing: easing must be one of"),
         ({"directions": (0, 0, 9, 0, 0)}, ValidationError, "- direction_3: direction 3 must be between -5 and 5"),
+        ({"route": "noise-loop"}, ValidationError, "- seeds: a noise loop circles one seed: leave only one (e.g. 3)"),
+        ({"route": "spiral"}, ValidationError, "- route: route must be one of ('keyframes', 'noise-loop')"),
+        ({"spread": 0.0}, ValidationError, "- spread: noise loop spread must be between 0.05 and 1, got 0.0"),
     ],
 )
 def test_bad_walk_input_gives_a_message(
@@ -437,7 +455,7 @@ def test_bad_walk_input_gives_a_message(
 
 def test_nan_walk_sliders_give_a_message(app_url: str) -> None:
     values = '"omniart-eyes", "3, 4", NaN, 12, true, "spline", "mp4", 1.0, "blue", "native", null, 1.0, 0, 0, 0, 0, 0'
-    body = f'{{"data": [{values}]}}'
+    body = f'{{"data": [{values}, "keyframes", 1.0]}}'
     kind, payload = call_raw(app_url, "walk", body)
     assert kind == "refused" and "frames: frames must be a finite number" in payload["error"], payload
 
