@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 MAX_SEED = 2**32 - 1
 PSI_RANGE = (0.0, 1.5)
+NOISE_LOOP_SPREAD_RANGE = (0.01, 1.0)  # how far a noise loop wanders from its seed's latent (1 = a typical latent)
 DIRECTION_AMOUNT_LIMIT = 10.0
 MAX_WALK_FRAMES = 3600
 # On a CPU a walk synthesizes at most this many pixels per batch (16 frames of 128 px): batching gains little there,
@@ -206,7 +207,7 @@ class WalkResult:
         """Where the walk goes, in words: "keyframes 3, 14, 15", or what a noise loop or a single seed makes."""
         seeds = self.settings["seeds"]
         if self.settings["path"] == "noise-loop":
-            return f"a noise loop around seed {seeds[0]}"
+            return f"a noise loop around seed {seeds[0]} (spread {self.settings['spread']:g})"
         if len(seeds) == 1:
             return f"a loop around seed {seeds[0]} (one keyframe: give two or more seeds to walk between them)"
         return "keyframes " + ", ".join(map(str, seeds))
@@ -705,6 +706,8 @@ class Studio:
             size = _check_output_size(size)
         if path not in ("keyframes", "noise-loop"):
             raise ValueError(f"path must be 'keyframes' or 'noise-loop', got {path!r}")
+        if path == "noise-loop":
+            spread = _check_number(spread, "spread", *NOISE_LOOP_SPREAD_RANGE)
         generator = self.load(model)
         latents = _walk_latents(
             keyframe_seeds, z_dim=generator.z_dim, frames=frames, loop=loop, easing=easing, path=path, spread=spread
@@ -750,6 +753,7 @@ class Studio:
             "loop": loop,
             "easing": easing,
             "path": path,
+            "spread": spread if path == "noise-loop" else None,
             "psi": psi,
             "class_name": class_name,
             "directions": amounts,
@@ -849,7 +853,7 @@ def _walk_latents(
 
     keys = generation.seeded_latents(seeds, z_dim=z_dim)
     if path == "noise-loop" or len(seeds) == 1:
-        radius = _check_number(spread, "spread", 0.01, 1.0) if path == "noise-loop" else 0.35
+        radius = spread if path == "noise-loop" else 0.35
         return interpolation.noise_loop(frames=frames, dim=z_dim, seed=seeds[0], spread=radius, center=keys[0])
     return interpolation.keyframe_path(keys, frames=frames, loop=loop, easing=easing)
 

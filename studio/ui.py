@@ -45,6 +45,7 @@ from studio.api import (
     ADAIN_MODELS,
     MASK_NEEDS_ADAIN,
     MAX_SEED,
+    NOISE_LOOP_SPREAD_RANGE,
     Cancelled,
     GenerationResult,
     Studio,
@@ -69,7 +70,6 @@ DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
 PSI_RANGE = (0.0, 1.5)
 WALK_ROUTES = ("keyframes", "noise-loop")
-SPREAD_RANGE = (0.05, 1.0)
 STYLIZE_SIZES = (64, 1024)
 STYLIZE_STEPS = (1, 1000)
 MAX_UI_BATCH = 8
@@ -313,12 +313,21 @@ def _walk_route(route: Any) -> str:
 
 def _walk_seeds(text: str, route: Any) -> list[int]:
     """The keyframe seeds box; a noise loop circles one seed, so it takes one."""
+    if route == "noise-loop" and not str(text or "").strip():
+        raise ValueError("give the one seed a noise loop circles, e.g. 3")
     seeds = parse_seeds(text)
-    if _walk_route(route) == "noise-loop" and len(seeds) > 1:
+    if route == "noise-loop" and len(seeds) > 1:
         raise ValueError(
             f"a noise loop circles one seed: leave only one (e.g. {seeds[0]}), or take the route through the keyframes"
         )
     return seeds
+
+
+def _noise_loop_spread(spread: Any, route: Any) -> float:
+    """The spread slider: checked for a noise loop; a walk through keyframes does not use it."""
+    if route != "noise-loop":
+        return 1.0
+    return _in_range(spread, "noise loop spread", *NOISE_LOOP_SPREAD_RANGE)
 
 
 def _check_content(content: str | None) -> None:
@@ -1090,7 +1099,8 @@ class StudioUI:
         *direction_amounts: Any,
     ) -> tuple[Any, ...]:
         """The ticked seeds (or all on show) become the walk's keyframes; model, psi, class and the latent directions
-        come along (their accordion opens when one is moved). A note says when no seed was ticked."""
+        come along (their accordion opens when one is moved), and several seeds take the route through them. A note
+        says when no seed was ticked."""
         on_show = [str(seed) for seed in (state or {}).get("seeds", [])]
         seeds = [str(seed) for seed in keyframes or []] or on_show
         if not seeds:
@@ -1103,7 +1113,9 @@ class StudioUI:
         )
         moved = any(isinstance(amount, (int, float)) and amount != 0 for amount in direction_amounts)
         directions_box = gr.update(open=True) if moved else gr.update()
-        return ", ".join(seeds), model, psi, class_update, *direction_amounts, directions_box, gr.Tabs(selected="walk")
+        route = "keyframes" if len(seeds) > 1 else gr.update()  # a noise loop circles one seed
+        walk_tab = gr.Tabs(selected="walk")
+        return ", ".join(seeds), model, psi, class_update, *direction_amounts, directions_box, route, walk_tab
 
     def walk(
         self,
@@ -1157,7 +1169,7 @@ class StudioUI:
                     class_name=(class_name or None) if spec.is_conditional else None,
                     directions=directions,
                     path=route,
-                    spread=_in_range(spread, "noise loop spread", *SPREAD_RANGE),
+                    spread=_noise_loop_spread(spread, route),
                     format=fmt,
                     size=side or None,
                     style=style or None,
@@ -1229,7 +1241,7 @@ class StudioUI:
             _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),
             *_direction_verdicts((direction_1, direction_2, direction_3, direction_4, direction_5)),
             _verdict(lambda: _walk_route(route)),
-            _verdict(lambda: _in_range(spread, "noise loop spread", *SPREAD_RANGE)),
+            _verdict(lambda: _noise_loop_spread(spread, route)),
         ]
 
     @staticmethod
@@ -1243,10 +1255,22 @@ class StudioUI:
         )
         if not result.stopped_early:
             return summary
-        loop_note = ", so it does not loop back to the start" if settings["loop"] else ""
+        loops = settings["loop"] or settings["path"] == "noise-loop"
+        loop_note = ", so it does not loop back to the start" if loops else ""
         return (
             f"**Stopped** after {result.frames} of {settings['frames']} frames: the file holds those"
             f"{loop_note}.\n\n{summary}"
+        )
+
+    @staticmethod
+    def route_controls(route: str) -> tuple[Any, Any, Any]:
+        """Loop and easing shape a walk through keyframes, the spread a noise loop (which always loops): the controls
+        the chosen route does not use are greyed out."""
+        keyframes = route != "noise-loop"
+        return (
+            gr.update(interactive=keyframes),
+            gr.update(interactive=keyframes),
+            gr.update(interactive=not keyframes),
         )
 
     @staticmethod
@@ -1684,10 +1708,12 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             elem_id="walk-route",
                         )
                         walk_spread = CheckedSlider(
-                            *SPREAD_RANGE,
+                            *NOISE_LOOP_SPREAD_RANGE,
                             value=1.0,
-                            step=0.05,
-                            label="Noise loop spread: how far it wanders from the seed's artwork",
+                            step=0.01,
+                            label="Noise loop spread",
+                            info="how far a noise loop wanders from the seed's artwork",
+                            interactive=False,  # until the noise loop route is chosen (route_controls)
                             elem_id="walk-spread",
                         )
                         with gr.Accordion("More", open=False):
@@ -1904,7 +1930,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             "(spline | linear | ease-in-out), format (mp4 | webm | gif | zip), truncation psi, class, frame size (0 = "
             "native), optional style image (AdaIN) and its strength, the five latent direction amounts (-5..5, as on "
             "/generate), the route (keyframes | noise-loop: around the one seed given) and the noise loop's spread "
-            "(0.05..1). Returns the playable video (mp4/webm), the file "
+            "(0.01..1). Raw HTTP calls send all 19 values. Returns the playable video (mp4/webm), the file "
             "and a summary.",
             concurrency_id="walk",
             concurrency_limit=CONCURRENCY["walk"],
@@ -1925,13 +1951,21 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             api_name="stop_walk",
             queue=False,
         )
+        walk_route.change(
+            ui.route_controls,
+            walk_route,
+            [walk_loop, walk_easing, walk_spread],
+            queue=False,
+            api_visibility="private",
+            show_progress="hidden",
+        )
         walk_model.select(
             ui.class_menu, walk_model, walk_class, api_name="walk_class_menu", queue=False, api_visibility="private"
         )
         to_walk.click(
             _friendly_errors(ui.send_to_walk),
             [keyframes, generate_state, model, psi, class_name, *directions],
-            [walk_seeds, walk_model, walk_psi, walk_class, *walk_directions, walk_moves, tabs],
+            [walk_seeds, walk_model, walk_psi, walk_class, *walk_directions, walk_moves, walk_route, tabs],
             api_name="send_to_walk",
             show_progress="hidden",  # a failure is the toast alone, not an "Error" badge on every control
             api_visibility="private",

@@ -396,7 +396,7 @@ def test_a_noise_loop_circles_one_seed_and_comes_back(client: Client) -> None:
     distances = {}
     for spread in (0.2, 1.0):
         video, _, summary = _walk(client, seeds="3", frames=16, fps=16, route="noise-loop", spread=spread)
-        assert "a noise loop around seed 3 · 16 frames" in summary
+        assert f"a noise loop around seed 3 (spread {spread:g}) · 16 frames" in summary
         frames, _ = _decode(video)
         after = frames[1:] + frames[:1]
         steps = [np.abs(later - earlier).mean() for earlier, later in zip(frames, after, strict=True)]
@@ -443,7 +443,16 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
         ({"directions": (0, 0, 9, 0, 0)}, ValidationError, "- direction_3: direction 3 must be between -5 and 5"),
         ({"route": "noise-loop"}, ValidationError, "- seeds: a noise loop circles one seed: leave only one (e.g. 3)"),
         ({"route": "spiral"}, ValidationError, "- route: route must be one of ('keyframes', 'noise-loop')"),
-        ({"spread": 0.0}, ValidationError, "- spread: noise loop spread must be between 0.05 and 1, got 0.0"),
+        (
+            {"route": "noise-loop", "seeds": "3", "spread": 0.0},
+            ValidationError,
+            "- spread: noise loop spread must be between 0.01 and 1, got 0.0",
+        ),
+        (
+            {"route": "noise-loop", "seeds": " "},
+            ValidationError,
+            "- seeds: give the one seed a noise loop circles, e.g. 3",
+        ),
     ],
 )
 def test_bad_walk_input_gives_a_message(
@@ -1043,15 +1052,27 @@ def test_sending_to_walk_brings_the_settings_and_says_when_nothing_was_ticked(
     monkeypatch.setattr(gr, "Info", notes.append)
     ui = StudioUI(Studio(device="cpu"))
     state = {"seeds": [7, 8, 9], "paths": [], "selected": 0}
-    seeds, model, psi, class_update, *directions, directions_box, tab = ui.send_to_walk(
+    seeds, model, psi, class_update, *directions, directions_box, route, tab = ui.send_to_walk(
         [], state, "omniart-eyes", 0.7, "blue", 0.0, 1.5, 0, 0, -2.25
     )
     assert (seeds, model, psi, class_update["value"]) == ("7, 8, 9", "omniart-eyes", 0.7, "blue")
     assert directions == [0.0, 1.5, 0, 0, -2.25] and directions_box["open"] is True and tab.selected == "walk"
+    assert route == "keyframes"  # several seeds: not a noise loop, which would refuse them
     assert notes == ["No seed was ticked: the walk goes through all 3 on show."]
     notes.clear()
-    seeds, *_, directions_box, _ = ui.send_to_walk(["8", "9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
+    seeds, *_, directions_box, _, _ = ui.send_to_walk(["8", "9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
     assert seeds == "8, 9" and notes == [] and "open" not in directions_box
+    seeds, *_, route, _ = ui.send_to_walk(["9"], state, "omniart-eyes", 1.0, "blue", 0, 0, 0, 0, 0)
+    assert seeds == "9" and route == {"__type__": "update"}  # one seed: either route can take it
+
+
+def test_the_route_greys_out_the_controls_it_does_not_use() -> None:
+    from studio.ui import StudioUI
+
+    loop, easing, spread = StudioUI.route_controls("noise-loop")
+    assert (loop["interactive"], easing["interactive"], spread["interactive"]) == (False, False, True)
+    loop, easing, spread = StudioUI.route_controls("keyframes")
+    assert (loop["interactive"], easing["interactive"], spread["interactive"]) == (True, True, False)
 
 
 def test_the_keyframe_ticks_follow_the_person_across_re_renders() -> None:

@@ -64,7 +64,8 @@ def test_class_per_keyframe_and_noise_loop(studio: Studio, tmp_path) -> None:
     )
     with Image.open(orbit.path) as gif:
         assert gif.n_frames == 10
-    assert orbit.route == "a noise loop around seed 9" and classes.route == "keyframes 1, 2"
+    assert orbit.route == "a noise loop around seed 9 (spread 0.3)" and classes.route == "keyframes 1, 2"
+    assert orbit.settings["spread"] == 0.3 and classes.settings["spread"] is None  # only a noise loop uses it
 
 
 def test_one_keyframe_makes_a_loop_around_it_and_says_so(studio: Studio, tmp_path, capsys) -> None:
