@@ -10,6 +10,10 @@ direct oneDNN convolution on many of those layers:
 - "winograd": our Winograd F(4x4, 3x3) with the weights transformed once (`winograd_weights`); 1.4x faster on the
   512-channel layers at 1/8 of a 256 px picture.
 - "direct": torch's own convolution, the reference.
+Not used: a fourth algorithm for layers with 3 channels on one side (one matrix product and nine shifted copies or
+sums) ran VGG's first layer backward at 256 px in 4.0 instead of 7.5 ms and AdaIN's last decoder layer at 512 px in
+24 instead of 40 ms, but the 64 px trials kept NNPACK on the first and a Gatys step did not change beyond its noise
+(0.32-0.33 s); 1% of an AdaIN run did not pay for a fourth code path.
 On 2 AMD EPYC (AVX2) cores direct convolution runs at 190-200 GFLOP/s, while the batched matrix products at the
 heart of our Winograd run at 100-125 GFLOP/s (torch's MKL sgemm, 140 GFLOP/s on large square products there): so
 Winograd's 4x fewer multiplications give 1.5-2x, not 4x. A grouped 1x1 convolution in place of those products (to
