@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 MAX_SEED = 2**32 - 1
 PSI_RANGE = (0.0, 1.5)
+WALK_PATHS = ("keyframes", "noise-loop")  # through the seeds' latents, or a circle around the first one's
 NOISE_LOOP_SPREAD_RANGE = (0.01, 1.0)  # how far a noise loop wanders from its seed's latent (1 = a typical latent)
 DIRECTION_AMOUNT_LIMIT = 10.0
 MAX_WALK_FRAMES = 3600
@@ -704,8 +705,8 @@ class Studio:
         amounts = _check_directions(directions)
         if size is not None:
             size = _check_output_size(size)
-        if path not in ("keyframes", "noise-loop"):
-            raise ValueError(f"path must be 'keyframes' or 'noise-loop', got {path!r}")
+        if path not in WALK_PATHS:
+            raise ValueError(f"path must be one of {WALK_PATHS}, got {path!r}")
         if path == "noise-loop":
             spread = _check_number(spread, "spread", *NOISE_LOOP_SPREAD_RANGE)
         generator = self.load(model)

@@ -46,6 +46,8 @@ from studio.api import (
     MASK_NEEDS_ADAIN,
     MAX_SEED,
     NOISE_LOOP_SPREAD_RANGE,
+    PSI_RANGE,
+    WALK_PATHS,
     Cancelled,
     GenerationResult,
     Studio,
@@ -68,8 +70,6 @@ EXAMPLES = ASSETS / "examples"
 
 DIRECTION_SLIDERS = 5
 DIRECTION_RANGE = 5.0
-PSI_RANGE = (0.0, 1.5)
-WALK_ROUTES = ("keyframes", "noise-loop")
 STYLIZE_SIZES = (64, 1024)
 STYLIZE_STEPS = (1, 1000)
 MAX_UI_BATCH = 8
@@ -306,8 +306,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _walk_route(route: Any) -> str:
-    if route not in WALK_ROUTES:
-        raise ValueError(f"route must be one of {WALK_ROUTES}, got {route!r}")
+    if route not in WALK_PATHS:
+        raise ValueError(f"route must be one of {WALK_PATHS}, got {route!r}")
     return str(route)
 
 
