@@ -101,6 +101,8 @@ CSS = """
 .studio-info { min-height: 1.5em; }
 #models-table, #models-table * { font-family: var(--font) !important; }
 footer { opacity: 0.7; }
+/* gradio draws a refused value's message (z-index 30) under the control's label (40), which hid its first words */
+.wrap:has(> .validation-error) { z-index: 45; }
 /* gradio's gallery cells are at least 100 px wide: four of them overflow a phone's screen */
 @media (max-width: 600px) {
   #generate-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(88px, 1fr)) !important; }
@@ -108,10 +110,14 @@ footer { opacity: 0.7; }
 """
 
 
-# Runs once in the page. gradio's "once" trigger mode lets a second click through while the first is still being
-# submitted, so a double click ran a style transfer or a walk twice: a click on those buttons within half a second
-# of the last one (a double click's two clicks are closer) is dropped before gradio sees it.
-IGNORE_DOUBLE_CLICKS_JS = """
+# Runs once in the page.
+# - gradio's "once" trigger mode lets a second click through while the first is still being submitted, so a double
+#   click ran a style transfer or a walk twice: a click on those buttons within half a second of the last one (a
+#   double click's two clicks are closer) is dropped before gradio sees it.
+# - gradio's validators mark a refused value on its own control. On a phone that control is often above the screen,
+#   so a click on Stylize or Render walk seemed to do nothing: when new marks appear and none of them is on screen,
+#   the topmost marked control is scrolled into view.
+PAGE_JS = """
 () => {
   const lastClick = new Map();
   document.addEventListener("click", (event) => {
@@ -125,6 +131,27 @@ IGNORE_DOUBLE_CLICKS_JS = """
     }
     lastClick.set(button.id, now);
   }, true);
+
+  let marked = new Set();
+  let checkQueued = false;
+  const onScreen = (element) => {
+    const box = element.getBoundingClientRect();
+    return box.bottom > 0 && box.top < window.innerHeight;
+  };
+  const showNewMarks = () => {
+    checkQueued = false;
+    const now = new Set(document.querySelectorAll(".validation-error"));
+    const fresh = [...now].filter((element) => !marked.has(element) && element.offsetParent !== null);
+    marked = now;
+    if (fresh.length === 0 || fresh.some(onScreen)) return;
+    const topmost = fresh.reduce((a, b) => (a.getBoundingClientRect().top <= b.getBoundingClientRect().top ? a : b));
+    (topmost.closest(".block") || topmost).scrollIntoView({ behavior: "smooth", block: "center" });
+  };
+  new MutationObserver(() => {
+    if (checkQueued) return;
+    checkQueued = true;
+    requestAnimationFrame(showNewMarks);
+  }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ["class"] });
 }
 """
 
@@ -145,7 +172,7 @@ def launch_options() -> dict[str, Any]:
     return {
         "theme": theme,
         "css": CSS,
-        "js": IGNORE_DOUBLE_CLICKS_JS,
+        "js": PAGE_JS,
         "allowed_paths": [str(EXAMPLES)],
         "footer_links": ["api", "settings"],
     }

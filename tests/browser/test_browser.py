@@ -222,6 +222,36 @@ def test_adain_offline_is_refused_on_its_control_and_the_picture_stays(page) -> 
     page.locator("#stylize-method").get_by_text("Gatys: optimisation").click()
 
 
+def test_on_a_phone_a_refused_value_is_scrolled_into_view_and_readable(page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.locator("#stylize-method").get_by_text("AdaIN: fast").click()
+        page.locator("#stylize-button").scroll_into_view_if_needed()
+        method_top = page.locator("#stylize-method").evaluate("element => element.getBoundingClientRect().bottom")
+        assert method_top < 0  # the control to change is above the screen when Stylize is pressed
+        page.wait_for_timeout(600)  # a press within half a second of the last test's is dropped as a double click
+        page.locator("#stylize-button").click()
+        message = page.locator("#stylize-method .validation-error")
+        message.wait_for()
+        page.wait_for_function(
+            "() => { const box = document.querySelector('#stylize-method').getBoundingClientRect();"
+            " return box.top >= 0 && box.bottom <= window.innerHeight; }"
+        )
+        # The message is drawn above the control's label, so all of its words can be read.
+        hit = message.evaluate(
+            "element => { const box = element.getBoundingClientRect();"
+            " const hit = document.elementFromPoint(box.left + 12, box.top + box.height / 2);"
+            " return element.contains(hit); }"
+        )
+        assert hit
+        assert "without AdaIN's weights" in message.inner_text()
+        page.screenshot(path=ARTIFACTS / "phone-refused-value.png")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.locator("#stylize-method").get_by_text("Gatys: optimisation").click()
+    _assert_no_error_toast(page)
+
+
 def test_send_keyframes_and_play_a_short_walk(page) -> None:
     page.get_by_role("tab", name="Generate").click()
     direction = page.locator("#direction-2 input[type=number]")
