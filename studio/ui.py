@@ -117,6 +117,8 @@ footer { opacity: 0.7; }
 # - gradio's validators mark a refused value on its own control. On a phone that control is often above the screen,
 #   so a click on Stylize or Render walk seemed to do nothing: when new marks appear and none of them is on screen,
 #   the topmost marked control is scrolled into view.
+# - gradio keeps such a mark on a radio, slider or image after its value is changed, until the next press: changing
+#   a control dismisses its own mark, through the mark's close button. (A textbox clears its own on edit.)
 PAGE_JS = """
 () => {
   const lastClick = new Map();
@@ -152,6 +154,15 @@ PAGE_JS = """
     checkQueued = true;
     requestAnimationFrame(showNewMarks);
   }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ["class"] });
+
+  const dismissOwnMark = (event) => {
+    const block = event.target.closest && event.target.closest(".block");
+    if (!block) return;
+    const buttons = block.querySelectorAll(".validation-error button");  // the close icon is a button in a button
+    if (buttons.length > 0) buttons[buttons.length - 1].click();
+  };
+  document.addEventListener("input", dismissOwnMark, true);
+  document.addEventListener("change", dismissOwnMark, true);
 }
 """
 
@@ -1290,14 +1301,16 @@ class StudioUI:
         )
 
     @staticmethod
-    def route_controls(route: str) -> tuple[Any, Any, Any]:
+    def route_controls(route: str) -> tuple[Any, Any, Any, Any]:
         """Loop and easing shape a walk through keyframes, the spread a noise loop (which always loops): the controls
-        the chosen route does not use are greyed out."""
+        the chosen route does not use are greyed out. The seeds box is touched without a change, which clears a
+        refusal marked on it: it may have been about the route ("a noise loop circles one seed")."""
         keyframes = route != "noise-loop"
         return (
             gr.update(interactive=keyframes),
             gr.update(interactive=keyframes),
             gr.update(interactive=not keyframes),
+            gr.update(),
         )
 
     @staticmethod
@@ -1981,7 +1994,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         walk_route.change(
             ui.route_controls,
             walk_route,
-            [walk_loop, walk_easing, walk_spread],
+            [walk_loop, walk_easing, walk_spread, walk_seeds],
             queue=False,
             api_visibility="private",
             show_progress="hidden",

@@ -1069,9 +1069,10 @@ def test_sending_to_walk_brings_the_settings_and_says_when_nothing_was_ticked(
 def test_the_route_greys_out_the_controls_it_does_not_use() -> None:
     from studio.ui import StudioUI
 
-    loop, easing, spread = StudioUI.route_controls("noise-loop")
+    loop, easing, spread, seeds = StudioUI.route_controls("noise-loop")
     assert (loop["interactive"], easing["interactive"], spread["interactive"]) == (False, False, True)
-    loop, easing, spread = StudioUI.route_controls("keyframes")
+    assert seeds == {"__type__": "update"}  # the seeds stay as typed
+    loop, easing, spread, seeds = StudioUI.route_controls("keyframes")
     assert (loop["interactive"], easing["interactive"], spread["interactive"]) == (True, True, False)
 
 

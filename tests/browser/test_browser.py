@@ -249,6 +249,7 @@ def test_on_a_phone_a_refused_value_is_scrolled_into_view_and_readable(page) -> 
     finally:
         page.set_viewport_size({"width": 1280, "height": 1000})
         page.locator("#stylize-method").get_by_text("Gatys: optimisation").click()
+    message.wait_for(state="detached")  # choosing another method dismisses the refusal's mark
     _assert_no_error_toast(page)
 
 
@@ -324,6 +325,28 @@ def test_a_gif_walk_shows_in_an_image_box_instead_of_the_video_player(page) -> N
     page.locator("#walk-button").click()
     page.locator("#walk-video video").wait_for(timeout=90_000)
     assert not page.locator("#walk-gif").is_visible()
+    _assert_no_error_toast(page)
+
+
+def test_a_refusal_about_the_route_is_cleared_when_the_route_changes(page) -> None:
+    # A page of its own: on the shared page, events of the earlier tests happened to clear the mark anyway.
+    fresh = page.context.new_page()
+    try:
+        fresh.set_default_timeout(60_000)
+        fresh.goto(page.url)
+        fresh.wait_for_selector(GALLERY_IMAGES)  # the page is up and has run its first event
+        fresh.get_by_role("tab", name="Latent walk").click()
+        assert "," in fresh.locator("#walk-seeds textarea").input_value()  # several keyframes
+        fresh.locator("#walk-route").get_by_text("noise loop around one seed").click()
+        fresh.wait_for_function("() => !document.querySelector('#walk-spread input[type=range]').disabled")
+        fresh.locator("#walk-button").click()
+        mark = fresh.locator("#walk-seeds .validation-error").filter(has_text="one seed")
+        mark.wait_for()
+        fresh.locator("#walk-route").get_by_text("through the keyframes").click()
+        mark.wait_for(state="detached")
+        assert fresh.locator("#walk-info").inner_text().strip() == ""  # nothing was rendered
+    finally:
+        fresh.close()
     _assert_no_error_toast(page)
 
 
