@@ -213,6 +213,8 @@ def bench_adain(*, quick: bool, device: torch.device) -> None:
     report(f"adain_{device.type}_{size}px_full_run_median", median_seconds(full, repeats), "s")
     report(f"adain_{device.type}_{size}px_alpha_change_median", median_seconds(alpha_change, repeats), "s")
     report(f"adain_{device.type}_{preview}px_preview_median", median_seconds(preview_drag, repeats), "s")
+    if device.type == "cpu":
+        bench_preview_from_upload(stylizer, preview=preview, repeats=repeats, quick=quick)
 
     if device.type == "cuda":
         encoder, decoder = build_adain(device, torch.float16)
@@ -233,6 +235,24 @@ def bench_adain(*, quick: bool, device: torch.device) -> None:
             rounds * batch / (time.perf_counter() - started),
             "img/s",
         )
+
+
+def bench_preview_from_upload(stylizer: AdaINStylizer, *, preview: int, repeats: int, quick: bool) -> None:
+    """A slider drag's preview as the app renders it: from the uploaded files, a camera-sized PNG photo (each
+    preview loads them, as `Studio.stylize` does; the files are decoded once and reused)."""
+    width, height = (2000, 1500) if quick else (4000, 3000)
+    with tempfile.TemporaryDirectory() as folder:
+        photo = Path(folder) / "photo.png"
+        load_image(SQUARE_CONTENT).resize((width, height)).save(photo)
+        alphas = iter([0.1 * (i % 10) for i in range(1000)])
+
+        def preview_drag() -> None:
+            content = load_image(photo, name="content image", reuse=True)
+            style = load_image(STYLE, name="style image", reuse=True)
+            stylizer.preview(content=content, styles=[style], settings=AdaINSettings(alpha=next(alphas)))
+
+        name = f"adain_cpu_{preview}px_preview_from_{round(width * height / 1e6)}mp_png_median"
+        report(name, median_seconds(preview_drag, repeats), "s")
 
 
 def main() -> None:

@@ -509,9 +509,9 @@ class Studio:
         to show or keep the picture).
         """
         # decoded first, so that a bad picture is named before any weights are downloaded
-        content = imaging.load_image(content, name="content image")
+        content = imaging.load_image(content, name="content image", reuse=True)
         style_list: list[imaging.ImageSource] = [
-            imaging.load_image(style, name=f"style image {index}")
+            imaging.load_image(style, name=f"style image {index}", reuse=True)
             for index, style in enumerate(imaging.image_sources(styles), start=1)
         ]
         strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -583,7 +583,7 @@ class Studio:
         from studio.ops.adain import AdaINSettings
 
         if mask is not None:
-            mask = imaging.load_image(mask, name="mask").convert("L")
+            mask = imaging.load_image(mask, name="mask", reuse=True).convert("L")
         settings = AdaINSettings(
             alpha=strength, content_size=size, style_weights=weights, preserve_color=preserve_color
         )
@@ -631,7 +631,8 @@ class Studio:
         from studio.ops.adain import ENCODER_TAP, blend_styles
 
         alpha = _check_number(strength, "style strength", 0.0, 1.0)
-        style_image = imaging.load_image(style, name="style image")  # a bad file is named before any download
+        # decoded first, so that a bad file is named before any download
+        style_image = imaging.load_image(style, name="style image", reuse=True)
         stylizer = self.adain()
         stats = stylizer.style_stats(style_image, size=512)
 

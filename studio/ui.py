@@ -379,9 +379,10 @@ def _check_styles_given(styles: tuple[str | None, ...]) -> None:
 
 
 def _check_picture(path: str | None, name: str) -> None:
-    """An uploaded picture decodes within the pixel limit (nothing uploaded passes: other checks ask for it)."""
+    """An uploaded picture decodes within the pixel limit (nothing uploaded passes: other checks ask for it). The
+    run that follows reuses the decoded picture."""
     if path:
-        load_image(path, name=name)
+        load_image(path, name=name, reuse=True)
 
 
 def _check_method(method: str) -> None:

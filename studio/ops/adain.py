@@ -26,6 +26,7 @@ from studio.imaging import (
     ImageSource,
     image_sources,
     load_image,
+    long_side_size,
     max_side_from_env,
     pil_to_unit,
     resize_long_side,
@@ -252,9 +253,15 @@ class AdaINStylizer:
     def _content_features(self, content: _Loaded, size: int) -> Tensor:
         def compute() -> Tensor:
             with torch.inference_mode():
-                return self._encode(self._picture(content.image, size, what="content image"))
+                return self._encode(self._content_picture(content, size))
 
         return self._cached(("content", content.digest, size), compute)
+
+    def _content_picture(self, content: _Loaded, size: int) -> Tensor:
+        """The content at long side `size` as a unit tensor (cached: resizing a camera photo takes 0.1 s)."""
+        return self._cached(
+            ("content picture", content.digest, size), lambda: self._picture(content.image, size, what="content image")
+        )
 
     def _style_stats(
         self, style: _Loaded, size: int, recolour_to: _Loaded | None, recolour_size: int
@@ -306,11 +313,10 @@ class AdaINStylizer:
                 target = blend_styles(features, stats, weights, alpha=settings.alpha)
             dtype = next(self.decoder.parameters()).dtype
             output = self.decoder(target.to(dtype)).float()
-            width, height = resize_long_side(content_image.image, side).size
+            width, height = long_side_size(content_image.image.size, side)
             output = output[:, :, :height, :width]
             if settings.preserve_color == "luminance":
-                content_rgb = self._picture(content_image.image, side, what="content image")
-                output = transfer_luminance(output, content_rgb.to(output.device))
+                output = transfer_luminance(output, self._content_picture(content_image, side).to(output.device))
         return output
 
     def stylize(

@@ -873,6 +873,26 @@ def test_adain_preview_renders_while_sliders_move(adain_client: Client) -> None:
     assert note.startswith("Preview") and "AdaIN" in note
 
 
+def test_a_run_decodes_each_upload_once_though_its_validator_decodes_it_too(
+    adain_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from studio import imaging
+
+    opened: list[str] = []
+    real_open = imaging.open_image
+
+    def open_image(source, **options):
+        opened.append(Path(source).name)
+        return real_open(source, **options)
+
+    monkeypatch.setattr(imaging, "open_image", open_image)  # the app runs in this process
+    monkeypatch.setattr(imaging, "_decoded_files", imaging.DecodedFiles(max_pixels=10_000_000))
+    image, _, _ = _stylize(adain_client, method="adain", size=96)
+    with Image.open(image) as picture:
+        assert picture.size == (96, 64)
+    assert sorted(opened) == sorted([Path(PHOTO).name, Path(PAINTING).name])
+
+
 def test_walk_styled_frame_by_frame(adain_client: Client) -> None:
     plain, _ = _decode(_walk(adain_client, frames=4)[0])
     styled, _ = _decode(_walk(adain_client, frames=4, style=PAINTING, strength=1.0)[0])

@@ -13,9 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from studio import imaging
 from studio.imaging import (
+    DecodedFiles,
     load_image,
+    long_side_size,
     max_side_from_env,
+    resize_long_side,
     pil_to_unit,
     signed_to_pil,
     signed_to_uint8,
@@ -235,6 +239,91 @@ def test_sample_photographs_load() -> None:
     rocket = load_image(SAMPLES / "content" / "rocket.jpg")
     assert astronaut.mode == rocket.mode == "RGB"
     assert min(astronaut.size) > 100 and min(rocket.size) > 100
+
+
+# --- decoding a file once for many uses -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def counted_opens(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every file `load_image` opens, with a decoded-file cache of its own."""
+    opened: list[object] = []
+    real_open = imaging.open_image
+
+    def open_image(source, **options):
+        opened.append(source)
+        return real_open(source, **options)
+
+    monkeypatch.setattr(imaging, "open_image", open_image)
+    monkeypatch.setattr(imaging, "_decoded_files", DecodedFiles(max_pixels=10_000))
+    return opened
+
+
+def test_a_reused_file_is_decoded_once_and_each_caller_gets_its_own_copy(tmp_path: Path, counted_opens) -> None:
+    card = gradient()
+    path = tmp_path / "card.png"
+    card.save(path)
+    first = load_image(path, reuse=True)
+    first.paste((0, 0, 0), (0, 0, 48, 32))  # a caller that paints over its picture
+    second = load_image(str(path), reuse=True)
+    assert len(counted_opens) == 1
+    assert second is not first and np.array_equal(pixels(second), pixels(card))
+    load_image(path)  # without reuse: decoded again
+    assert len(counted_opens) == 2
+
+
+def test_a_reused_file_rewritten_in_place_is_decoded_anew(tmp_path: Path, counted_opens) -> None:
+    path = tmp_path / "card.png"
+    gradient().save(path)
+    load_image(path, reuse=True)
+    changed = gradient(40, 32)
+    changed.save(path)
+    assert load_image(path, reuse=True).size == (40, 32)
+    assert len(counted_opens) == 2
+
+
+def test_a_reused_picture_is_still_held_to_the_side_limit(tmp_path: Path, counted_opens) -> None:
+    path = tmp_path / "wide.png"
+    gradient(100, 40).save(path)
+    assert load_image(path, reuse=True).size == (100, 40)
+    with pytest.raises(ValueError, match="is 100x40; the limit is 64 px per side"):
+        load_image(path, reuse=True, max_side=64)
+    assert len(counted_opens) == 1
+
+
+def test_the_decoded_files_kept_are_bounded_by_pixels_least_recently_used_out(tmp_path: Path, counted_opens) -> None:
+    paths = []
+    for index in range(3):  # 4000 pixels each; the cache holds 10000
+        paths.append(tmp_path / f"card{index}.png")
+        gradient(80, 50).save(paths[-1])
+    for path in paths[:2]:
+        load_image(path, reuse=True)
+    load_image(paths[0], reuse=True)  # used again: now the newest
+    load_image(paths[2], reuse=True)  # pushes out paths[1], the least recently used
+    assert len(counted_opens) == 3
+    load_image(paths[0], reuse=True)
+    assert len(counted_opens) == 3
+    load_image(paths[1], reuse=True)
+    assert counted_opens[-1] == paths[1] and len(counted_opens) == 4
+    huge = tmp_path / "huge.png"
+    gradient(200, 60).save(huge)  # 12000 pixels: more than the whole cache, never kept
+    load_image(huge, reuse=True)
+    load_image(huge, reuse=True)
+    assert counted_opens[-2:] == [huge, huge]
+
+
+def test_bytes_and_open_files_are_not_kept(counted_opens) -> None:
+    data = encode(gradient(), "PNG")
+    load_image(data, reuse=True)
+    load_image(io.BytesIO(data), reuse=True)
+    assert len(counted_opens) == 2
+
+
+@pytest.mark.parametrize(("size", "long_side"), [((48, 32), 20), ((32, 48), 20), ((3000, 7), 256), ((5, 5), 9)])
+def test_long_side_size_is_the_size_resize_long_side_gives(size: tuple[int, int], long_side: int) -> None:
+    picture = Image.new("RGB", size)
+    assert long_side_size(size, long_side) == resize_long_side(picture, long_side).size
+    assert max(long_side_size(size, long_side)) == long_side
 
 
 # --- tensors and ranges ---------------------------------------------------------------------------------------------
