@@ -3,7 +3,7 @@ that a destination folder can be made and written to.
 
 Every file the studio writes in one go (pictures, exported models, caches, pins) is written to a temporary file in the
 same folder and renamed over its destination only once complete: a full disk, a stop or a crash leaves the file
-already there as it was. Video files, written frame by frame, follow the same rule in `studio.ops.video`.
+already there as it was. Video files, written frame by frame, use the same `PendingFile`.
 """
 
 from __future__ import annotations
@@ -14,25 +14,41 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["check_folder_can_be_written", "replaced_when_done", "write_text_when_done"]
+__all__ = ["PendingFile", "check_folder_can_be_written", "replaced_when_done", "write_text_when_done"]
+
+
+class PendingFile:
+    """A hidden temporary file beside `path` that becomes `path` on `commit()` (an ordinary 0644 file) or is deleted
+    on `discard()`: for files written over many calls, like a video frame by frame. `make_folder` creates `path`'s
+    folder first."""
+
+    def __init__(self, path: str | os.PathLike[str], *, make_folder: bool = False) -> None:
+        self.path = Path(path)
+        if make_folder:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+        os.close(handle)
+        self.temporary = Path(name)
+
+    def commit(self) -> Path:
+        os.chmod(self.temporary, 0o644)  # mkstemp makes a private file
+        os.replace(self.temporary, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.temporary.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def replaced_when_done(path: str | os.PathLike[str], *, make_folder: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write to; when the block ends without an error it becomes `path`
     (an ordinary 0644 file), otherwise it is deleted. `make_folder` creates `path`'s folder first."""
-    path = Path(path)
-    if make_folder:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    temporary = Path(name)
+    pending = PendingFile(path, make_folder=make_folder)
     try:
-        yield temporary
-        os.chmod(temporary, 0o644)  # mkstemp makes a private file
-        os.replace(temporary, path)
+        yield pending.temporary
+        pending.commit()
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        pending.discard()
         raise
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.files import PendingFile
 from studio.imaging import signed_to_uint8
 from studio.ops.common import VIDEO_FORMATS, WALK_FRAME_METADATA_KEY, Cancelled
 
@@ -306,7 +306,7 @@ class VideoWriter:
         self._input_size: tuple[int, int] | None = None
         self._resample = False
         self._encoder: Any = None
-        self._temp: Path | None = None
+        self._pending: PendingFile | None = None
         self._finished = False
 
     # context manager ---------------------------------------------------------------------------------------------
@@ -325,12 +325,9 @@ class VideoWriter:
 
     def open(self) -> None:
         """Create the hidden temporary file beside the target (called by `with`)."""
-        if self._temp is not None or self._finished:
+        if self._pending is not None or self._finished:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
-        os.close(handle)
-        self._temp = Path(name)
+        self._pending = PendingFile(self.path, make_folder=True)
 
     # frames ------------------------------------------------------------------------------------------------------
 
@@ -366,15 +363,16 @@ class VideoWriter:
         self.frames_written += 1
 
     def _start(self, width: int, height: int) -> None:
-        assert self._temp is not None
+        assert self._pending is not None
+        temporary = self._pending.temporary
         self._input_size = (width, height)
         self.width, self.height, self._resample = _output_size(width, height, self._size, even=self.format == "mp4")
         if self.format in ("mp4", "webm"):
-            self._encoder = _AvVideoEncoder(self._temp, self.format, self.fps, self.width, self.height, self._crf)
+            self._encoder = _AvVideoEncoder(temporary, self.format, self.fps, self.width, self.height, self._crf)
         elif self.format == "gif":
-            self._encoder = _GifEncoder(self._temp, self.fps, self.width, self.height)
+            self._encoder = _GifEncoder(temporary, self.fps, self.width, self.height)
         else:
-            self._encoder = _PngZipEncoder(self._temp)
+            self._encoder = _PngZipEncoder(temporary)
 
     def _to_video_frame(self, rgb: np.ndarray) -> Any:
         import av
@@ -412,21 +410,20 @@ class VideoWriter:
         started = time.perf_counter()
         try:
             self._encoder.close()
-            assert self._temp is not None
-            os.chmod(self._temp, 0o644)  # mkstemp makes it private; a finished video is an ordinary file
-            os.replace(self._temp, self.path)
+            assert self._pending is not None
+            self._pending.commit()
         except BaseException:
             self.abort()
             raise
         finally:
             self.seconds_encoding += time.perf_counter() - started
-        self._temp = None
+        self._pending = None
         self._finished = True
         return self.path
 
     def abort(self) -> None:
         """Stop and delete the temporary file; nothing appears at `path`. Safe to call more than once."""
-        if self._finished and self._temp is None:
+        if self._finished and self._pending is None:
             return
         encoder, self._encoder = self._encoder, None
         try:
@@ -435,9 +432,9 @@ class VideoWriter:
         except Exception:  # the encoder may already be broken; the file goes either way
             pass
         finally:
-            if self._temp is not None:
-                self._temp.unlink(missing_ok=True)
-                self._temp = None
+            if self._pending is not None:
+                self._pending.discard()
+                self._pending = None
             self._finished = True
 
 
