@@ -109,7 +109,7 @@ def _check_dimensions(size: tuple[int, int], max_side: int | None, name: str) ->
         raise ValueError(f"{name} is {width}x{height}; the limit is {max_side} px per side. Downscale it first.")
 
 
-FileIdentity = tuple[str, int, int]
+FileIdentity = tuple[str, int, int, int, int]
 
 
 class DecodedFiles:
@@ -117,7 +117,8 @@ class DecodedFiles:
 
     The Stylize tab decodes its uploads in the page's validator and again in the run, and every AdaIN preview
     during a slider drag decodes them once more: a 12-megapixel PNG takes 0.3 s on 2 cores, twice an AdaIN
-    preview. A file is known by its path, size and modification time, so one rewritten in place is decoded anew.
+    preview. A file is known by its path, inode, size and modification and change times (`identity`), so one
+    rewritten or replaced is decoded anew.
     Bounded by pixels (3 bytes each), not by count.
     """
 
@@ -129,7 +130,9 @@ class DecodedFiles:
 
     @staticmethod
     def identity(source: ImageSource) -> FileIdentity | None:
-        """A file's (path, size, modification time), or None for a source that is not a readable file's path."""
+        """A file's (path, inode, size, modification and change times), or None for a source that is not a readable
+        file's path. The inode and change time tell a file replaced by one of the same size with its modification
+        time kept (`cp -p`, `rsync -t`, an archive) from the one decoded."""
         if not isinstance(source, (str, os.PathLike)):
             return None
         try:
@@ -137,7 +140,7 @@ class DecodedFiles:
             stat = os.stat(path)
         except (OSError, ValueError):
             return None
-        return path, stat.st_size, stat.st_mtime_ns
+        return path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
     def get(self, identity: FileIdentity) -> Image.Image | None:
         with self._lock:

@@ -115,8 +115,9 @@ footer { opacity: 0.7; }
 #   click ran a style transfer or a walk twice: a click on those buttons within half a second of the last one (a
 #   double click's two clicks are closer) is dropped before gradio sees it.
 # - gradio's validators mark a refused value on its own control. On a phone that control is often above the screen,
-#   so a click on Stylize or Render walk seemed to do nothing: when new marks appear and none of them is on screen,
-#   the topmost marked control is scrolled into view.
+#   and in a closed accordion it is hidden, so a press on Stylize or Render walk seemed to do nothing: when a press
+#   brings new marks and none of them is on screen, the first marked control is shown (its accordions opened) and
+#   scrolled into view.
 # - gradio keeps such a mark on a radio, slider or image after its value is changed, until the next press: changing
 #   a control dismisses its own mark, through the mark's close button. (A textbox clears its own on edit.)
 PAGE_JS = """
@@ -134,20 +135,48 @@ PAGE_JS = """
     lastClick.set(button.id, now);
   }, true);
 
+  // Only marks answering a press (a button or Enter, by the person) are brought into view: a slider's live
+  // re-render runs its validator again and rebuilds a standing mark, which must not pull the page away mid-drag.
+  let pressedAt = 0;
+  const pressed = (event) => {
+    if (event.isTrusted) pressedAt = Date.now();
+  };
+  document.addEventListener("click", (event) => {
+    if (event.target.closest && event.target.closest("button")) pressed(event);
+  }, true);
+  document.addEventListener("keydown", (event) => event.key === "Enter" && pressed(event), true);
   let marked = new Set();
   let checkQueued = false;
   const onScreen = (element) => {
     const box = element.getBoundingClientRect();
     return box.bottom > 0 && box.top < window.innerHeight;
   };
+  // The closed accordions' headers around a hidden mark, outermost first; null when something else hides it.
+  const closedAccordions = (element) => {
+    const headers = [];
+    for (let node = element.parentElement; node; node = node.parentElement) {
+      if (getComputedStyle(node).display !== "none") continue;
+      const accordion = node.dataset.testid === "accordion-content" ? node.parentElement : null;
+      const header = accordion && accordion.querySelector(":scope > button.label-wrap");
+      if (!header) return null;  // another tab
+      headers.unshift(header);
+    }
+    return headers;
+  };
   const showNewMarks = () => {
     checkQueued = false;
     const now = new Set(document.querySelectorAll(".validation-error"));
-    const fresh = [...now].filter((element) => !marked.has(element) && element.offsetParent !== null);
+    const fresh = [...now].filter((element) => !marked.has(element));
     marked = now;
-    if (fresh.length === 0 || fresh.some(onScreen)) return;
-    const topmost = fresh.reduce((a, b) => (a.getBoundingClientRect().top <= b.getBoundingClientRect().top ? a : b));
-    (topmost.closest(".block") || topmost).scrollIntoView({ behavior: "smooth", block: "center" });
+    if (fresh.length === 0 || Date.now() - pressedAt > 20000) return;
+    const reachable = fresh.filter((element) => element.offsetParent !== null || closedAccordions(element) !== null);
+    if (reachable.length === 0) return;
+    pressedAt = 0;  // the first marks after a press answer it
+    if (reachable.some((element) => element.offsetParent !== null && onScreen(element))) return;
+    const first = reachable[0];  // document order: the topmost in a single column
+    (closedAccordions(first) || []).forEach((header) => header.click());
+    const control = first.closest(".block") || first;
+    requestAnimationFrame(() => control.scrollIntoView({ behavior: "smooth", block: "center" }));
   };
   new MutationObserver(() => {
     if (checkQueued) return;
@@ -1616,10 +1645,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 height=240,
                                 elem_id="stylize-style-1",
                             )
-                        with gr.Accordion("Blend more styles", open=False):
+                        with gr.Accordion("Blend more styles", open=False, elem_id="stylize-blend"):
                             with gr.Row():
                                 style_2 = UploadedImage(
-                                    label="Style 2", type="filepath", sources=["upload", "clipboard"], height=160
+                                    label="Style 2",
+                                    type="filepath",
+                                    sources=["upload", "clipboard"],
+                                    height=160,
+                                    elem_id="stylize-style-2",
                                 )
                                 style_3 = UploadedImage(
                                     label="Style 3", type="filepath", sources=["upload", "clipboard"], height=160

@@ -253,6 +253,32 @@ def test_on_a_phone_a_refused_value_is_scrolled_into_view_and_readable(page) -> 
     _assert_no_error_toast(page)
 
 
+def test_a_refused_picture_in_a_closed_accordion_is_shown(page, tmp_path: Path) -> None:
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("a shopping list, not a picture")
+    header = page.locator("#stylize-blend > button.label-wrap")
+    style_2 = page.locator("#stylize-style-2")
+    header.click()
+    style_2.locator("input[type=file]").set_input_files(str(not_a_picture))
+    page.wait_for_timeout(1000)  # the upload
+    header.click()
+    assert not style_2.is_visible()
+    page.wait_for_timeout(600)  # a press within half a second of the last one is dropped as a double click
+    page.locator("#stylize-button").click()
+    mark = style_2.locator(".validation-error")
+    mark.wait_for()  # visible: the accordion was opened for it
+    assert "not a picture file" in mark.inner_text()
+    page.wait_for_function(
+        "() => { const box = document.querySelector('#stylize-style-2').getBoundingClientRect();"
+        " return box.top >= 0 && box.bottom <= window.innerHeight; }"
+    )
+    page.screenshot(path=ARTIFACTS / "refused-picture-in-accordion.png")
+    style_2.get_by_label("Clear").last.click()
+    page.wait_for_function("() => !document.querySelector('#stylize-style-2 .validation-error')")
+    header.click()
+    _assert_no_error_toast(page)
+
+
 def test_send_keyframes_and_play_a_short_walk(page) -> None:
     page.get_by_role("tab", name="Generate").click()
     direction = page.locator("#direction-2 input[type=number]")
@@ -413,4 +439,25 @@ def test_choosing_another_class_rerenders_the_pictures(page) -> None:
     page.get_by_role("option", name="green", exact=True).click()
     page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('class green')")
     assert _first_image_src(page) != before
+    _assert_no_error_toast(page)
+
+
+def test_a_standing_refusal_does_not_pull_the_page_away_while_a_slider_moves(page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    seed = page.locator("#seed input")
+    kept = seed.input_value()
+    try:
+        seed.fill("-5")
+        page.locator("#generate-button").click()
+        page.locator("#seed .validation-error").first.wait_for(state="attached")
+        page.locator("#direction-2").scroll_into_view_if_needed()
+        scrolled = page.evaluate("window.scrollY")
+        assert page.locator("#seed").evaluate("element => element.getBoundingClientRect().bottom") < 0
+        _drag_slider(page, "direction-2", 0.8)  # every move re-runs the validator, which marks the seed again
+        page.wait_for_timeout(2000)
+        assert abs(page.evaluate("window.scrollY") - scrolled) < 50
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        seed.fill(kept)
+        seed.press("Enter")
     _assert_no_error_toast(page)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -19,8 +20,8 @@ from studio.imaging import (
     load_image,
     long_side_size,
     max_side_from_env,
-    resize_long_side,
     pil_to_unit,
+    resize_long_side,
     signed_to_pil,
     signed_to_uint8,
     signed_to_unit,
@@ -279,6 +280,21 @@ def test_a_reused_file_rewritten_in_place_is_decoded_anew(tmp_path: Path, counte
     changed = gradient(40, 32)
     changed.save(path)
     assert load_image(path, reuse=True).size == (40, 32)
+    assert len(counted_opens) == 2
+
+
+def test_a_reused_file_replaced_by_one_of_the_same_size_and_time_is_decoded_anew(
+    tmp_path: Path, counted_opens
+) -> None:
+    path, other = tmp_path / "card.png", tmp_path / "other.png"
+    Image.new("RGB", (16, 16), (10, 10, 10)).save(path)
+    Image.new("RGB", (16, 16), (200, 200, 200)).save(other)
+    assert path.stat().st_size == other.stat().st_size
+    load_image(path, reuse=True)
+    times = path.stat()
+    os.utime(other, ns=(times.st_atime_ns, times.st_mtime_ns))  # as `cp -p` or `rsync -t` keep it
+    os.replace(other, path)
+    assert load_image(path, reuse=True).getpixel((0, 0)) == (200, 200, 200)
     assert len(counted_opens) == 2
 
 
