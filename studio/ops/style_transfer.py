@@ -25,8 +25,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
 - Not used: a shorter L-BFGS memory (3, 8 or 16 pairs instead of 50): 37, 36 and 34 evaluations instead of 35.
 - Not used yet: L-BFGS's initial inverse Hessian as a diagonal, one secant scale s.y / y.y per band of spatial
   frequency (24 log-spaced bands per colour channel, clipped to 10x the usual scalar, averaged half and half with
-  the previous one) instead of one scalar. To the loss plain L-BFGS reached in 35 evaluations: 32 on chelsea +
-  Matisse, 31 on astronaut + Mondrian, 34 on coffee + Scene de rue, 31 on rocket + En campo gris (3 bands: 32-34).
+  the previous one) instead of one scalar. To the loss the scalar reaches in 35 evaluations (on chelsea + Matisse,
+  the textbook 60-step loss): 32 on chelsea + Matisse, 31 on astronaut + Mondrian, 34 on coffee + Scene de rue, 31
+  on rocket + En campo gris (with 3 bands, not per channel: 32-34).
   About 8% fewer evaluations, far from the 26 that 3x needs at 256 px.
 - Not used: other layer weights for the first 12-20 evaluations, then the true loss with a fresh L-BFGS memory
   (relu5_1 x3; relu4_1 and relu5_1 x2; content x0.5; relu1_1, relu2_1 and TV x0.3): 40-43 evaluations instead of
