@@ -11,6 +11,10 @@ triangular solves with the m x m matrices of the history:
 
 with S, Y the last m steps and gradient changes (oldest first), R the upper triangle of S^T Y, D its diagonal and
 gamma = s.y / y.y of the newest pair (H0 = gamma I, as in torch).
+
+Optionally H0 is a diagonal instead (`bands`): the variables fall into groups (for a picture in Fourier space,
+bands of spatial frequency) and each group gets the secant scale s.y / y.y of the newest pair restricted to it,
+so groups with flatter curvature take longer steps. The same formula holds with gamma I replaced by that diagonal.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ class CompactInverseHessian:
     the small m-vectors and m x m matrices are put in that order, never the buffers.
     """
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, bands: Tensor | None = None) -> None:
+        """bands: optional group number (0, 1, ...) of each variable, flat; then H0 is a diagonal with one scale per
+        group (see the module's docstring), else gamma I."""
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
         self.history = history
         self.order: list[int] = []
         self.gamma = 1.0
+        self.bands = bands
+        self.band_count = int(bands.max()) + 1 if bands is not None else 0
+        self.diagonal: Tensor | None = None  # H0 when bands are given, once a pair is remembered
         self._steps = self._changes = torch.empty(0)  # S, Y: (history, n) once the first pair arrives
         self._step_dot_change = self._change_dot_change = torch.empty(0)  # S Y^T, Y Y^T: (history, history)
 
@@ -62,7 +71,25 @@ class CompactInverseHessian:
         self._change_dot_change[:used, row] = change_dot_change
         self._change_dot_change[row, :used] = change_dot_change
         self.gamma = curvature / float(change_dot_change[row])
+        if self.bands is not None:
+            self._update_diagonal(step, change)
         return True
+
+    # Each band's scale stays within this factor of gamma: a band whose step barely moved has a meaningless ratio.
+    BAND_SCALE_LIMIT = 10.0
+
+    def _update_diagonal(self, step: Tensor, change: Tensor) -> None:
+        """H0's diagonal from the newest pair, band by band, averaged half and half with the previous one (a single
+        pair's ratio in a small band is noisy); bands without positive curvature take gamma."""
+        assert self.bands is not None
+        zeros = step.new_zeros(self.band_count)
+        step_dot_change = zeros.index_add(0, self.bands, step * change)
+        change_dot_change = zeros.index_add(0, self.bands, change * change)
+        ratios = step_dot_change / change_dot_change.clamp_min(1e-30)
+        scales = torch.where(step_dot_change > 0, ratios, torch.full_like(zeros, self.gamma))
+        scales = scales.clamp(self.gamma / self.BAND_SCALE_LIMIT, self.gamma * self.BAND_SCALE_LIMIT)
+        newest = scales[self.bands]
+        self.diagonal = newest if self.diagonal is None else 0.5 * (self.diagonal + newest)
 
     def times(self, gradient: Tensor) -> Tensor:
         """H g for a flat gradient (g itself while nothing is remembered)."""
@@ -74,16 +101,24 @@ class CompactInverseHessian:
         step_dot_change = self._step_dot_change[order][:, order]
         upper = torch.triu(step_dot_change)
         steps_g = (steps @ gradient).double()[order, None]
-        changes_g = (changes @ gradient).double()[order, None]
         q = torch.linalg.solve_triangular(upper, steps_g, upper=True)
-        curvature = torch.diag(torch.diagonal(step_dot_change)) + self.gamma * self._change_dot_change[order][:, order]
-        top = torch.linalg.solve_triangular(upper.T, curvature @ q - self.gamma * changes_g, upper=False)
+        if self.diagonal is None:  # H0 = gamma I
+            scaled_gradient = self.gamma * gradient
+            changes_scaled_g = self.gamma * (changes @ gradient).double()[order, None]
+            changes_scaled_changes = self.gamma * self._change_dot_change[order][:, order]
+        else:  # H0 = diag(self.diagonal): Y^T H0 Y changes with H0, so it is computed afresh
+            scaled_gradient = self.diagonal * gradient
+            changes_scaled_g = (changes @ scaled_gradient).double()[order, None]
+            changes_scaled_changes = ((changes * self.diagonal) @ changes.T).double()[order][:, order]
+        curvature = torch.diag(torch.diagonal(step_dot_change)) + changes_scaled_changes
+        top = torch.linalg.solve_triangular(upper.T, curvature @ q - changes_scaled_g, upper=False)
         # back to buffer rows, so the products run over the buffers as they are
         top_rows = torch.zeros(used, dtype=gradient.dtype, device=gradient.device).index_copy_(
             0, order, top[:, 0].to(gradient.dtype)
         )
         q_rows = torch.zeros_like(top_rows).index_copy_(0, order, q[:, 0].to(gradient.dtype))
-        return self.gamma * gradient + top_rows @ steps - self.gamma * (q_rows @ changes)
+        scale = self.gamma if self.diagonal is None else self.diagonal
+        return scaled_gradient + top_rows @ steps - scale * (q_rows @ changes)
 
 
 def minimize_lbfgs(
@@ -93,16 +128,20 @@ def minimize_lbfgs(
     steps: int,
     first_step: float = 0.0,
     history: int = 50,
+    bands: Tensor | None = None,
 ) -> None:
     """Update `parameter` in place with `steps` evaluations of L-BFGS without line search.
 
     `evaluate()` must leave the loss's gradient in `parameter.grad` (it may raise to stop early). The first update
     has root-mean-square size `first_step`; with 0 it is torch's rule, -g min(1, 1/|g|_1). Later updates are the
-    full quasi-Newton step -H g.
+    full quasi-Newton step -H g. bands: each variable's group for a diagonal H0 (`CompactInverseHessian`); None
+    for torch's gamma I.
     """
+    if bands is not None and bands.shape != (parameter.numel(),):
+        raise ValueError(f"bands must hold one group per variable ({parameter.numel()}), got {tuple(bands.shape)}")
     previous_gradient: Tensor | None = None
     previous_update: Tensor | None = None
-    inverse_hessian = CompactInverseHessian(history)
+    inverse_hessian = CompactInverseHessian(history, bands)
     for _ in range(steps):
         evaluate()
         if parameter.grad is None:

@@ -125,3 +125,57 @@ def test_first_step_has_the_asked_size_without_an_extra_evaluation() -> None:
     assert torch.nn.functional.cosine_similarity(moved, target, dim=0) > 0.9999  # along the negative gradient
     torch_rule, _ = first_update(0.0)  # torch's rule: the gradient divided by its L1 norm
     assert torch.allclose(torch_rule, target / target.abs().sum(), atol=1e-7)
+
+
+def test_compact_form_with_a_banded_diagonal_start_equals_the_dense_recursion() -> None:
+    # The same recursion as above with H0 = diag(inverse.diagonal) in place of gamma I.
+    generator = torch.Generator().manual_seed(2)
+    dimension, history = 9, 4
+    bands = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    basis = torch.randn(dimension, dimension, generator=generator, dtype=torch.float64)
+    hessian = basis @ basis.T + torch.diag(torch.tensor([1.0] * 3 + [10.0] * 3 + [100.0] * 3, dtype=torch.float64))
+    inverse = CompactInverseHessian(history=history, bands=bands)
+    pairs = []
+    for step in torch.randn(6, dimension, generator=generator, dtype=torch.float64):
+        change = hessian @ step
+        if inverse.add(step, change):
+            pairs.append((step, change))
+    assert inverse.diagonal is not None and len(set(inverse.diagonal.tolist())) == 3  # one scale per band
+    dense = torch.diag(inverse.diagonal)
+    identity = torch.eye(dimension, dtype=torch.float64)
+    for step, change in pairs[-history:]:
+        rho = 1.0 / float(step @ change)
+        left = identity - rho * torch.outer(step, change)
+        dense = left @ dense @ left.T + rho * torch.outer(step, step)
+    gradient = torch.randn(dimension, generator=generator, dtype=torch.float64)
+    assert torch.allclose(inverse.times(gradient), dense @ gradient, atol=1e-10, rtol=0)
+    newest_step, newest_change = pairs[-1]
+    assert torch.allclose(inverse.times(newest_change), newest_step, atol=1e-10, rtol=0)  # the secant condition
+    assert float(gradient @ inverse.times(gradient)) > 0  # a descent direction
+
+
+def test_each_band_starts_from_its_own_curvature() -> None:
+    # A quadratic with curvature 1 on the first band and 4 on the second: the first pair's secant scales are 1/1 and
+    # 1/4, where gamma I would give both the same blend.
+    curvature = torch.tensor([1.0, 1.0, 4.0, 4.0], dtype=torch.float64)
+    inverse = CompactInverseHessian(history=5, bands=torch.tensor([0, 0, 1, 1]))
+    step = torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=torch.float64)
+    assert inverse.add(step, curvature * step)
+    assert inverse.diagonal is not None
+    assert torch.allclose(inverse.diagonal, 1.0 / curvature)
+    assert 0.25 < inverse.gamma < 1.0
+
+
+def test_banded_lbfgs_still_minimises_and_checks_its_bands() -> None:
+    x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+
+    def evaluate() -> None:
+        x.grad = None
+        smooth_loss(x).backward()
+
+    minimize_lbfgs(x, evaluate, steps=30, bands=torch.arange(40) // 10)
+    reference, _ = our_lbfgs(30, 50)
+    assert float(smooth_loss(x.detach())) < float(smooth_loss(torch.zeros(40, dtype=torch.float64))) * 0.5
+    assert float(smooth_loss(x.detach())) <= float(smooth_loss(reference)) * 1.05
+    with pytest.raises(ValueError, match="one group per variable"):
+        minimize_lbfgs(x, evaluate, steps=1, bands=torch.zeros(39, dtype=torch.long))

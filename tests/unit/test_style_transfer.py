@@ -227,6 +227,23 @@ def test_spectral_picture_starts_at_the_picture_and_moves_broad_shapes_faster() 
         GatysSettings(spectral_decay=3.0)
 
 
+def test_frequency_bands_group_each_colour_channel_by_spatial_frequency() -> None:
+    picture = SpectralPicture(torch.zeros(1, 3, 24, 32), 0.5)
+    bands = picture.frequency_bands(6)
+    assert bands.shape == (picture.coefficients.numel(),) and bands.dtype == torch.long
+    by_position = bands.view(picture.coefficients.shape)  # (1, 3, 24, 17, 2)
+    assert torch.equal(by_position[..., 0], by_position[..., 1])  # real and imaginary parts alike
+    for channel in range(3):
+        channel_bands = by_position[0, channel, :, :, 0]
+        assert set(channel_bands.unique().tolist()) == set(range(6 * channel, 6 * channel + 6))
+        assert channel_bands[0, 0] == 6 * channel  # the mean: the lowest band
+        assert channel_bands[12, 16] == 6 * channel + 5  # Nyquist in both directions: the highest
+    # a band holds one frequency range: along the first row the band never decreases as the frequency rises
+    assert bool((by_position[0, 0, 0, 1:, 0].diff() >= 0).all())
+    with pytest.raises(ValueError, match="hessian_bands"):
+        GatysSettings(hessian_bands=-1)
+
+
 def test_first_step_must_be_between_zero_and_one() -> None:
     with pytest.raises(ValueError, match="first_step"):
         GatysSettings(first_step=-1.0)
