@@ -14,7 +14,8 @@ gamma = s.y / y.y of the newest pair (H0 = gamma I, as in torch).
 
 Optionally H0 is a diagonal instead (`bands`): the variables fall into groups (for a picture in Fourier space,
 bands of spatial frequency) and each group gets the secant scale s.y / y.y of the newest pair restricted to it,
-so groups with flatter curvature take longer steps. The same formula holds with gamma I replaced by that diagonal.
+averaged with the previous step's and kept within 10x of gamma, so groups with flatter curvature take longer
+steps. The same formula holds with gamma I replaced by that diagonal.
 """
 
 from __future__ import annotations
@@ -79,17 +80,17 @@ class CompactInverseHessian:
     BAND_SCALE_LIMIT = 10.0
 
     def _update_diagonal(self, step: Tensor, change: Tensor) -> None:
-        """H0's diagonal from the newest pair, band by band, averaged half and half with the previous one (a single
-        pair's ratio in a small band is noisy); bands without positive curvature take gamma."""
+        """H0's diagonal: the newest pair's s.y / y.y band by band (gamma where a band has no positive curvature),
+        averaged half and half with the previous diagonal (one pair's ratio in a small band is noisy), then kept
+        within BAND_SCALE_LIMIT of gamma."""
         assert self.bands is not None
         zeros = step.new_zeros(self.band_count)
         step_dot_change = zeros.index_add(0, self.bands, step * change)
         change_dot_change = zeros.index_add(0, self.bands, change * change)
         ratios = step_dot_change / change_dot_change.clamp_min(1e-30)
-        scales = torch.where(step_dot_change > 0, ratios, torch.full_like(zeros, self.gamma))
-        scales = scales.clamp(self.gamma / self.BAND_SCALE_LIMIT, self.gamma * self.BAND_SCALE_LIMIT)
-        newest = scales[self.bands]
-        self.diagonal = newest if self.diagonal is None else 0.5 * (self.diagonal + newest)
+        newest = torch.where(step_dot_change > 0, ratios, torch.full_like(zeros, self.gamma))[self.bands]
+        averaged = newest if self.diagonal is None else 0.5 * (self.diagonal + newest)
+        self.diagonal = averaged.clamp(self.gamma / self.BAND_SCALE_LIMIT, self.gamma * self.BAND_SCALE_LIMIT)
 
     def times(self, gradient: Tensor) -> Tensor:
         """H g for a flat gradient (g itself while nothing is remembered)."""

@@ -205,7 +205,9 @@ class GatysSettings:
             raise ValueError(f"spectral_decay must be between 0 (plain pixels) and 2, got {self.spectral_decay}")
         if not (0.0 <= self.first_step <= 1.0):
             raise ValueError(f"first_step must be between 0 (torch's rule) and 1, got {self.first_step}")
-        if not (isinstance(self.hessian_bands, int) and 0 <= self.hessian_bands <= 256):
+        if isinstance(self.hessian_bands, bool) or not (
+            isinstance(self.hessian_bands, int) and 0 <= self.hessian_bands <= 256
+        ):
             raise ValueError(f"hessian_bands must be a whole number, 0 (gamma I) to 256, got {self.hessian_bands!r}")
         if self.scales > 1 and self.coarse_steps < 1:
             raise ValueError(f"coarse_steps must be at least 1 when scales > 1, got {self.coarse_steps}")

@@ -179,3 +179,17 @@ def test_banded_lbfgs_still_minimises_and_checks_its_bands() -> None:
     assert float(smooth_loss(x.detach())) <= float(smooth_loss(reference)) * 1.05
     with pytest.raises(ValueError, match="one group per variable"):
         minimize_lbfgs(x, evaluate, steps=1, bands=torch.zeros(39, dtype=torch.long))
+
+
+def test_band_scales_are_averaged_over_pairs_and_stay_within_ten_times_gamma() -> None:
+    inverse = CompactInverseHessian(history=5, bands=torch.tensor([0, 0, 1, 1]))
+    step = torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=torch.float64)
+    assert inverse.add(step, torch.tensor([1.0, 1.0, 4.0, 4.0], dtype=torch.float64) * step)
+    assert inverse.add(step, torch.tensor([2.0, 2.0, 2.0, 2.0], dtype=torch.float64) * step)
+    assert inverse.diagonal is not None
+    expected = torch.tensor([(1.0 + 0.5) / 2] * 2 + [(0.25 + 0.5) / 2] * 2, dtype=torch.float64)
+    assert torch.allclose(inverse.diagonal, expected)  # half the newest pair's 1/2, half the previous diagonal
+    # the curvature jumps 1000-fold: gamma follows at once, and the averaged diagonal is held within 10x of it
+    assert inverse.add(step, 1000.0 * step)
+    assert inverse.gamma == pytest.approx(1e-3)
+    assert float(inverse.diagonal.max()) <= 10 * inverse.gamma * (1 + 1e-12)
