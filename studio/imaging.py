@@ -162,11 +162,6 @@ class DecodedFiles:
                 _, oldest = self._pictures.popitem(last=False)
                 self._pixels -= oldest.width * oldest.height
 
-    def clear(self) -> None:
-        with self._lock:
-            self._pictures.clear()
-            self._pixels = 0
-
 
 # About 150 MB of RGB: a content photo and a few style paintings at camera resolution.
 _decoded_files = DecodedFiles(max_pixels=48_000_000)

@@ -103,12 +103,12 @@ class CompactInverseHessian:
         upper = torch.triu(step_dot_change)
         steps_g = (steps @ gradient).double()[order, None]
         q = torch.linalg.solve_triangular(upper, steps_g, upper=True)
-        if self.diagonal is None:  # H0 = gamma I
-            scaled_gradient = self.gamma * gradient
+        scale = self.gamma if self.diagonal is None else self.diagonal  # H0 = scale I or diag(scale)
+        scaled_gradient = scale * gradient
+        if self.diagonal is None:
             changes_scaled_g = self.gamma * (changes @ gradient).double()[order, None]
             changes_scaled_changes = self.gamma * self._change_dot_change[order][:, order]
-        else:  # H0 = diag(self.diagonal): Y^T H0 Y changes with H0, so it is computed afresh
-            scaled_gradient = self.diagonal * gradient
+        else:  # Y^T H0 Y changes with H0, so it is computed afresh
             changes_scaled_g = (changes @ scaled_gradient).double()[order, None]
             changes_scaled_changes = ((changes * self.diagonal) @ changes.T).double()[order][:, order]
         curvature = torch.diag(torch.diagonal(step_dot_change)) + changes_scaled_changes
@@ -118,7 +118,6 @@ class CompactInverseHessian:
             0, order, top[:, 0].to(gradient.dtype)
         )
         q_rows = torch.zeros_like(top_rows).index_copy_(0, order, q[:, 0].to(gradient.dtype))
-        scale = self.gamma if self.diagonal is None else self.diagonal
         return scaled_gradient + top_rows @ steps - scale * (q_rows @ changes)
 
 

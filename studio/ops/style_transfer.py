@@ -523,7 +523,9 @@ class SpectralPicture:
         height, width = start.shape[-2:]
         fy = torch.fft.fftfreq(height, device=start.device)[:, None]
         fx = torch.fft.rfftfreq(width, device=start.device)[None, :]
-        scale = (fx**2 + fy**2).sqrt().clamp_min(1.0 / max(height, width)).pow(-decay)
+        # f of each coefficient in cycles per pixel, floored at one cycle per image: (h, w // 2 + 1)
+        self.frequency = (fx**2 + fy**2).sqrt().clamp_min(1.0 / max(height, width))
+        scale = self.frequency.pow(-decay)
         # Normalised to mean 1 so that the first L-BFGS step is of the same size as with plain pixels.
         self.scale = (scale / scale.mean()).unsqueeze(-1)  # (h, w // 2 + 1, 1): real and imaginary parts alike
         shape = (*start.shape[:-1], width // 2 + 1, 2)
@@ -532,10 +534,7 @@ class SpectralPicture:
     def frequency_bands(self, count: int) -> Tensor:
         """Each coefficient's group for L-BFGS's diagonal H0, flat: `count` log-spaced bands of spatial frequency
         (one cycle per image up to the Nyquist frequency) per picture and colour channel."""
-        height, width = self.start.shape[-2:]
-        fy = torch.fft.fftfreq(height, device=self.start.device)[:, None]
-        fx = torch.fft.rfftfreq(width, device=self.start.device)[None, :]
-        log_frequency = (fx**2 + fy**2).sqrt().clamp_min(1.0 / max(height, width)).log()
+        log_frequency = self.frequency.log()
         low, high = float(log_frequency.min()), float(log_frequency.max())
         band = ((log_frequency - low) / max(high - low, 1e-12) * count).long().clamp(0, count - 1)  # (h, w // 2 + 1)
         pictures_and_channels = self.start.shape[0] * self.start.shape[1]
