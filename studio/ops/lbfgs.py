@@ -31,6 +31,12 @@ class CompactInverseHessian:
 
     The pairs live in fixed (history, n) buffers, written in turn; `order` lists their rows oldest first, and only
     the small m-vectors and m x m matrices are put in that order, never the buffers.
+
+    With bands, the buffers hold the variables sorted by band, so that each band is one slice of a row. Y^T H0 Y is
+    then the sum over bands of scale_b Y_b^T Y_b, from one small m x m matrix per band updated with each new pair,
+    where computing it afresh at every step took a pass over Y times the diagonal. Remembering a pair and one H g
+    with 50 pairs, 2 CPU cores: 14 ms at 256 px and 45 ms at 512 px, against 22 and 95 ms computed afresh (and 10
+    and 34 ms with H0 = gamma I). The products with S and Y are memory-bound, so Y^T s and Y^T y share one pass.
     """
 
     def __init__(self, history: int, bands: Tensor | None = None) -> None:
@@ -42,60 +48,86 @@ class CompactInverseHessian:
         self.order: list[int] = []
         self.gamma = 1.0
         self.bands = bands
-        self.band_count = int(bands.max()) + 1 if bands is not None else 0
-        self.diagonal: Tensor | None = None  # H0 when bands are given, once a pair is remembered
+        self.band_scales: Tensor | None = None  # H0's scale per band (bands given, once a pair is remembered)
+        self._sorting: Tensor | None = None  # the variables in band order
+        self._band_slices: list[slice] = []  # each band's variables in the sorted order
+        if bands is not None:
+            self._sorting = torch.argsort(bands, stable=True)
+            self._band_sizes = torch.bincount(bands)
+            starts = (self._band_sizes.cumsum(0) - self._band_sizes).tolist()
+            self._band_slices = [
+                slice(start, start + size) for start, size in zip(starts, self._band_sizes.tolist(), strict=True)
+            ]
+        self._sorted_diagonal = torch.empty(0)  # band_scales repeated for each variable, in band order
         self._steps = self._changes = torch.empty(0)  # S, Y: (history, n) once the first pair arrives
         self._step_dot_change = self._change_dot_change = torch.empty(0)  # S Y^T, Y Y^T: (history, history)
+        self._band_change_dot_change = torch.empty(0)  # Y_b Y_b^T for each band b: (bands, history, history)
 
     def __len__(self) -> int:
         return len(self.order)
+
+    @property
+    def diagonal(self) -> Tensor | None:
+        """H0's diagonal in the variables' own order (None without bands, or before the first pair)."""
+        if self.bands is None or self.band_scales is None:
+            return None
+        return self.band_scales[self.bands]
 
     def add(self, step: Tensor, change: Tensor) -> bool:
         """Remember a pair if its curvature s.y is above 1e-10 (torch's test); returns whether it was."""
         curvature = float(step @ change)
         if curvature <= 1e-10:
             return False
+        if self._sorting is not None:
+            step, change = step[self._sorting], change[self._sorting]
         if not self.order:
             self._steps = step.new_zeros((self.history, step.numel()))
             self._changes = torch.zeros_like(self._steps)
             square = dict(dtype=torch.float64, device=step.device)
             self._step_dot_change = torch.zeros((self.history, self.history), **square)
             self._change_dot_change = torch.zeros((self.history, self.history), **square)
+            self._band_change_dot_change = torch.zeros((len(self._band_slices), self.history, self.history), **square)
         row = self.order.pop(0) if len(self.order) == self.history else len(self.order)
         self.order.append(row)
         self._steps[row], self._changes[row] = step, change
         used = max(self.order) + 1  # rows 0..used-1 hold pairs
         steps, changes = self._steps[:used], self._changes[:used]
         self._step_dot_change[:used, row] = (steps @ change).double()
-        self._step_dot_change[row, :used] = (changes @ step).double()
-        change_dot_change = (changes @ change).double()
-        self._change_dot_change[:used, row] = change_dot_change
-        self._change_dot_change[row, :used] = change_dot_change
-        self.gamma = curvature / float(change_dot_change[row])
-        if self.bands is not None:
-            self._update_diagonal(step, change)
+        newest = torch.stack([step, change])  # Y^T s and Y^T y in one pass over Y (its products are memory-bound)
+        if self._band_slices:
+            by_band = torch.stack([changes[:, band] @ newest[:, band].T for band in self._band_slices]).double()
+            changes_dot_newest = by_band.sum(0)  # (used, 2)
+            self._band_change_dot_change[:, :used, row] = by_band[..., 1]
+            self._band_change_dot_change[:, row, :used] = by_band[..., 1]
+        else:
+            changes_dot_newest = (changes @ newest.T).double()
+        self._step_dot_change[row, :used] = changes_dot_newest[:, 0]
+        self._change_dot_change[:used, row] = changes_dot_newest[:, 1]
+        self._change_dot_change[row, :used] = changes_dot_newest[:, 1]
+        self.gamma = curvature / float(changes_dot_newest[row, 1])
+        if self._band_slices:
+            self._update_band_scales(step_dot_change=by_band[:, row, 0], change_dot_change=by_band[:, row, 1])
         return True
 
     # Each band's scale stays within this factor of gamma: a band whose step barely moved has a meaningless ratio.
     BAND_SCALE_LIMIT = 10.0
 
-    def _update_diagonal(self, step: Tensor, change: Tensor) -> None:
-        """H0's diagonal: the newest pair's s.y / y.y band by band (gamma where a band has no positive curvature),
-        averaged half and half with the previous diagonal (one pair's ratio in a small band is noisy), then kept
-        within BAND_SCALE_LIMIT of gamma."""
-        assert self.bands is not None
-        zeros = step.new_zeros(self.band_count)
-        step_dot_change = zeros.index_add(0, self.bands, step * change)
-        change_dot_change = zeros.index_add(0, self.bands, change * change)
+    def _update_band_scales(self, *, step_dot_change: Tensor, change_dot_change: Tensor) -> None:
+        """H0's scales from the newest pair's s.y and y.y within each band: their ratio (gamma where a band has no
+        positive curvature), averaged half and half with the previous scales (one pair's ratio in a small band is
+        noisy), then kept within BAND_SCALE_LIMIT of gamma."""
         ratios = step_dot_change / change_dot_change.clamp_min(1e-30)
-        newest = torch.where(step_dot_change > 0, ratios, torch.full_like(zeros, self.gamma))[self.bands]
-        averaged = newest if self.diagonal is None else 0.5 * (self.diagonal + newest)
-        self.diagonal = averaged.clamp(self.gamma / self.BAND_SCALE_LIMIT, self.gamma * self.BAND_SCALE_LIMIT)
+        newest = torch.where(step_dot_change > 0, ratios, torch.full_like(ratios, self.gamma))
+        averaged = newest if self.band_scales is None else 0.5 * (self.band_scales + newest)
+        self.band_scales = averaged.clamp(self.gamma / self.BAND_SCALE_LIMIT, self.gamma * self.BAND_SCALE_LIMIT)
+        self._sorted_diagonal = self.band_scales.to(self._steps.dtype).repeat_interleave(self._band_sizes)
 
     def times(self, gradient: Tensor) -> Tensor:
         """H g for a flat gradient (g itself while nothing is remembered)."""
         if not self.order:
             return gradient.clone()
+        if self._sorting is not None:
+            gradient = gradient[self._sorting]
         used = max(self.order) + 1
         steps, changes = self._steps[:used], self._changes[:used]
         order = torch.tensor(self.order, device=gradient.device)
@@ -103,14 +135,15 @@ class CompactInverseHessian:
         upper = torch.triu(step_dot_change)
         steps_g = (steps @ gradient).double()[order, None]
         q = torch.linalg.solve_triangular(upper, steps_g, upper=True)
-        scale = self.gamma if self.diagonal is None else self.diagonal  # H0 = scale I or diag(scale)
-        scaled_gradient = scale * gradient
-        if self.diagonal is None:
-            changes_scaled_g = self.gamma * (changes @ gradient).double()[order, None]
+        if self.band_scales is None:  # H0 = gamma I
+            initial: float | Tensor = self.gamma
             changes_scaled_changes = self.gamma * self._change_dot_change[order][:, order]
-        else:  # Y^T H0 Y changes with H0, so it is computed afresh
-            changes_scaled_g = (changes @ scaled_gradient).double()[order, None]
-            changes_scaled_changes = ((changes * self.diagonal) @ changes.T).double()[order][:, order]
+        else:  # H0 = diag(scale_b), so Y^T H0 Y = sum over bands of scale_b Y_b^T Y_b
+            initial = self._sorted_diagonal
+            by_band = self._band_change_dot_change[:, :used, :used]
+            changes_scaled_changes = torch.einsum("b,bij->ij", self.band_scales, by_band)[order][:, order]
+        scaled_gradient = initial * gradient
+        changes_scaled_g = (changes @ scaled_gradient).double()[order, None]
         curvature = torch.diag(torch.diagonal(step_dot_change)) + changes_scaled_changes
         top = torch.linalg.solve_triangular(upper.T, curvature @ q - changes_scaled_g, upper=False)
         # back to buffer rows, so the products run over the buffers as they are
@@ -118,7 +151,10 @@ class CompactInverseHessian:
             0, order, top[:, 0].to(gradient.dtype)
         )
         q_rows = torch.zeros_like(top_rows).index_copy_(0, order, q[:, 0].to(gradient.dtype))
-        return scaled_gradient + top_rows @ steps - scale * (q_rows @ changes)
+        product = scaled_gradient + top_rows @ steps - initial * (q_rows @ changes)
+        if self._sorting is None:
+            return product
+        return torch.empty_like(product).index_copy_(0, self._sorting, product)
 
 
 def minimize_lbfgs(

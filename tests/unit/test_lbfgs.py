@@ -128,12 +128,14 @@ def test_first_step_has_the_asked_size_without_an_extra_evaluation() -> None:
 
 
 def test_compact_form_with_a_banded_diagonal_start_equals_the_dense_recursion() -> None:
-    # The same recursion as above with H0 = diag(inverse.diagonal) in place of gamma I.
+    # The same recursion as above with H0 = diag(inverse.diagonal) in place of gamma I. The bands interleave, as
+    # frequency bands do in a flattened spectrum (the pairs are stored sorted by band).
     generator = torch.Generator().manual_seed(2)
     dimension, history = 9, 4
-    bands = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    bands = torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2])
     basis = torch.randn(dimension, dimension, generator=generator, dtype=torch.float64)
-    hessian = basis @ basis.T + torch.diag(torch.tensor([1.0] * 3 + [10.0] * 3 + [100.0] * 3, dtype=torch.float64))
+    curvatures = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)[bands]
+    hessian = basis @ basis.T + torch.diag(curvatures)
     inverse = CompactInverseHessian(history=history, bands=bands)
     pairs = []
     for step in torch.randn(6, dimension, generator=generator, dtype=torch.float64):
