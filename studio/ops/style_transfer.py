@@ -23,14 +23,19 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   the same gain) took 50 instead of 35 evaluations on chelsea, 47 instead of 53 on astronaut, 25 instead of 27 on
   coffee.
 - Not used: a shorter L-BFGS memory (3, 8 or 16 pairs instead of 50): 37, 36 and 34 evaluations instead of 35.
+- Not used: every quasi-Newton step scaled by 0.8, 1.2 or 1.5 (34, 31 and 32 evaluations instead of 32 with the
+  banded start below), or capped at 2, 3 or 5 times the previous step's length (33 each; uncapped, the third step
+  overshoots, 20.9 -> 36.6, and the fourth recovers to 13.2).
 - L-BFGS's initial inverse Hessian as a diagonal (`GatysSettings.hessian_bands`), one secant scale s.y / y.y per
   band of spatial frequency (24 log-spaced bands per colour channel, within 10x of the usual scalar, averaged half
   and half with the previous one) instead of one scalar. To the loss the scalar reaches in 35 evaluations (on
   chelsea + Matisse, the textbook 60-step loss): 32 on chelsea + Matisse, 31 on astronaut + Mondrian, 34 on
   coffee + Scene de rue, 31 on rocket + En campo gris (with 3 bands, not per channel: 32-34; with the newest
   pair's scales alone, not averaged: 34-35). In the benchmark: 32 instead of 35 full-size steps at 256 px and 21
-  instead of 22 at 512 px, for 15 and 60 ms more per step (Y^T H0 Y is computed afresh each step). Far from the
-  26 evaluations that 3x needs at 256 px.
+  instead of 22 at 512 px. With the pairs stored sorted by band (`studio.ops.lbfgs`), it costs about 5 ms (256 px)
+  and 12 ms (512 px) a step more than gamma I once the memory holds 50 pairs; computing Y^T H0 Y afresh each step
+  cost 12 and 60 ms (a 512 px step with a full memory: 1.05 s instead of 1.12 s). Far from the 26 evaluations that
+  3x needs at 256 px.
 - Not used: other layer weights for the first 12-20 evaluations, then the true loss with a fresh L-BFGS memory
   (relu5_1 x3; relu4_1 and relu5_1 x2; content x0.5; relu1_1, relu2_1 and TV x0.3): 40-43 evaluations instead of
   36. The spectral decay is not critical near 0.5: 0.35, 0.5, 0.65, 0.8 and 1.0 took 35, 36, 34, 42 and 50.
@@ -40,7 +45,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
 - Where a step's time goes (256 px, 0.34 s on 2 cores): about three quarters in the 3x3 convolutions, then the Gram
   products (9%), max-pooling (5%) and ReLU (4%). Measured ways to trim the rest (the Gram gradient computed
   transposed, pooling by pairwise maxima with a hand-written backward, conv1_1's backward as a matrix product) add
-  up to about 5%; not done.
+  up to about 5%; not done. Pooling alone: torch's max-pooling with indices on these NCHW activations took 16-24 ms
+  a step (forward; two measurements) where pairwise maxima took 3-5 ms, but every backward without torch's indices
+  that was tried (masks or argmax codes over stride-2 views) cost more than that saved.
 - With all three the textbook 60-step loss took 35-36 evaluations at 256 px and 21-22 at 512 px. VGG19's
   convolutions tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2-2.3x faster in
   all at 256 px, 4.5-4.7x at 512 px (the spread is this machine's, between runs).
