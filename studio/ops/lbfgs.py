@@ -120,7 +120,9 @@ class CompactInverseHessian:
         newest = torch.where(step_dot_change > 0, ratios, torch.full_like(ratios, self.gamma))
         averaged = newest if self.band_scales is None else 0.5 * (self.band_scales + newest)
         self.band_scales = averaged.clamp(self.gamma / self.BAND_SCALE_LIMIT, self.gamma * self.BAND_SCALE_LIMIT)
-        self._sorted_diagonal = self.band_scales.to(self._steps.dtype).repeat_interleave(self._band_sizes)
+        self._sorted_diagonal = self.band_scales.to(self._steps.dtype).repeat_interleave(
+            self._band_sizes, output_size=self._steps.shape[1]
+        )  # output_size: no device synchronisation on a GPU
 
     def times(self, gradient: Tensor) -> Tensor:
         """H g for a flat gradient (g itself while nothing is remembered)."""

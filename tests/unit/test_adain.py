@@ -14,7 +14,7 @@ from torch import nn
 from studio.imaging import pil_to_unit, resize_long_side
 from studio.loader import from_adain_decoder, from_adain_vgg_normalised
 from studio.models.adain import AdaINDecoder
-from studio.models.vgg import VGG19Features, reflection_pad_1
+from studio.models.vgg import VGG19Features, max_pool_2x2, reflection_pad_1
 from studio.ops.adain import (
     AdaINSettings,
     AdaINStylizer,
@@ -159,6 +159,34 @@ def test_reflection_padding_equals_torchs_and_keeps_the_memory_format(shape, lay
     assert torch.allclose(our_gradient, torch_gradient, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="at least 2x2"):
         reflection_pad_1(torch.zeros(1, 3, 1, 5))
+
+
+POOLING_CASES = [
+    (shape, ceil_mode)
+    for shape in [(2, 3, 6, 8), (1, 4, 5, 7), (3, 8, 9, 4), (1, 2, 1, 3)]
+    for ceil_mode in (False, True)
+    if ceil_mode or min(shape[-2:]) >= 2  # no whole window: torch refuses it (VGG19Features refuses such pictures)
+]
+
+
+@pytest.mark.parametrize(("shape", "ceil_mode"), POOLING_CASES)
+def test_pooling_equals_torchs_with_and_without_autograd(shape, ceil_mode) -> None:
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[..., :2, :2] = 0.0  # ties, as after a ReLU
+    x[0, 0, -1, -1] = float("nan")  # a NaN wins its window in both
+    expected = F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode)
+    with torch.no_grad():
+        pooled = max_pool_2x2(x, ceil_mode=ceil_mode)
+    assert pooled.shape == expected.shape
+    assert torch.equal(pooled.nan_to_num(7.0), expected.nan_to_num(7.0))
+    with torch.inference_mode():
+        assert torch.equal(max_pool_2x2(x, ceil_mode=ceil_mode).nan_to_num(7.0), expected.nan_to_num(7.0))
+    # With autograd, torch's own pooling routes the gradient to each window's maximum.
+    tracked = x.nan_to_num(0.5).requires_grad_()
+    upstream = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
+    (ours,) = torch.autograd.grad(max_pool_2x2(tracked, ceil_mode=ceil_mode), tracked, upstream)
+    (torchs,) = torch.autograd.grad(F.max_pool2d(tracked, 2, 2, ceil_mode=ceil_mode), tracked, upstream)
+    assert torch.equal(ours, torchs)
 
 
 def test_matches_the_original_formulation(official) -> None:
