@@ -29,14 +29,14 @@ from torch import Tensor
 class CompactInverseHessian:
     """The L-BFGS inverse-Hessian approximation from the last `history` (step, gradient change) pairs.
 
-    The pairs live in fixed (history, n) buffers, written in turn; `order` lists their rows oldest first, and only
-    the small m-vectors and m x m matrices are put in that order, never the buffers.
+    The pairs live in fixed (history, n) buffers, one pair per row, written in turn; `order` lists their rows oldest
+    first, and only the small m-vectors and m x m matrices are put in that order, never the buffers. (Formulas write
+    S and Y as n x m, one pair per column, so the buffers are S^T and Y^T.)
 
     With bands, the buffers hold the variables sorted by band, so that each band is one slice of a row. Y^T H0 Y is
-    then the sum over bands of scale_b Y_b^T Y_b, from one small m x m matrix per band updated with each new pair,
-    where computing it afresh at every step took a pass over Y times the diagonal. Remembering a pair and one H g
-    with 50 pairs, 2 CPU cores: 14 ms at 256 px and 45 ms at 512 px, against 22 and 95 ms computed afresh (and 10
-    and 34 ms with H0 = gamma I).
+    then the sum over bands of scale_b Y_b^T Y_b, from one m x m matrix per band updated as each pair arrives,
+    instead of a pass over Y at every step: with 50 pairs on 2 CPU cores the diagonal costs about 5 ms (256 px) and
+    12 ms (512 px) a step more than gamma I that way, and cost 12 and 60 ms more computed afresh.
     """
 
     def __init__(self, history: int, bands: Tensor | None = None) -> None:
@@ -48,33 +48,35 @@ class CompactInverseHessian:
         self.order: list[int] = []
         self.gamma = 1.0
         self.bands = bands
-        self.band_scales: Tensor | None = None  # H0's scale per band (bands given, once a pair is remembered)
-        self._sorting: Tensor | None = None  # the variables in band order
-        self._band_slices: list[slice] = []  # each band's variables in the sorted order
-        if bands is not None:
-            self._sorting = torch.argsort(bands, stable=True)
-            self._band_sizes = torch.bincount(bands)
-            starts = (self._band_sizes.cumsum(0) - self._band_sizes).tolist()
-            self._band_slices = [
-                slice(start, start + size) for start, size in zip(starts, self._band_sizes.tolist(), strict=True)
-            ]
+        self.banded = bands is not None
+        self.band_scales: Tensor | None = None  # H0's scale per band (banded, once a pair is remembered)
+        band_sizes = torch.bincount(bands) if bands is not None else torch.empty(0, dtype=torch.long)
+        # position i of the band-sorted order holds variable _sorting[i]; band b is the slice _band_slices[b] of it
+        self._sorting = torch.argsort(bands, stable=True) if bands is not None else None
+        starts = (band_sizes.cumsum(0) - band_sizes).tolist()
+        self._band_slices = [
+            slice(start, start + size) for start, size in zip(starts, band_sizes.tolist(), strict=True)
+        ]
+        self._band_sizes = band_sizes
         self._sorted_diagonal = torch.empty(0)  # band_scales repeated for each variable, in band order
-        self._steps = self._changes = torch.empty(0)  # S, Y: (history, n) once the first pair arrives
-        self._step_dot_change = self._change_dot_change = torch.empty(0)  # S Y^T, Y Y^T: (history, history)
-        self._band_change_dot_change = torch.empty(0)  # Y_b Y_b^T for each band b: (bands, history, history)
+        self._steps = self._changes = torch.empty(0)  # S^T, Y^T: (history, n) once the first pair arrives
+        self._step_dot_change = self._change_dot_change = torch.empty(0)  # s_i.y_j, y_i.y_j: (history, history)
+        self._band_change_dot_change = torch.empty(0)  # y_i.y_j within each band: (bands, history, history)
 
     def __len__(self) -> int:
         return len(self.order)
 
     @property
     def diagonal(self) -> Tensor | None:
-        """H0's diagonal in the variables' own order (None without bands, or before the first pair)."""
+        """H0's diagonal in the variables' own order and dtype (None without bands, or before the first pair)."""
         if self.bands is None or self.band_scales is None:
             return None
-        return self.band_scales[self.bands]
+        return self.band_scales[self.bands].to(self._steps.dtype)
 
     def add(self, step: Tensor, change: Tensor) -> bool:
         """Remember a pair if its curvature s.y is above 1e-10 (torch's test); returns whether it was."""
+        if self.bands is not None and step.shape != self.bands.shape:
+            raise ValueError(f"a step of {step.numel()} variables for bands of {self.bands.numel()}")
         curvature = float(step @ change)
         if curvature <= 1e-10:
             return False
@@ -93,20 +95,22 @@ class CompactInverseHessian:
         used = max(self.order) + 1  # rows 0..used-1 hold pairs
         steps, changes = self._steps[:used], self._changes[:used]
         self._step_dot_change[:used, row] = (steps @ change).double()
-        if self._band_slices:  # Y_b^T s_b and Y_b^T y_b: one pass over Y in all (the products are memory-bound)
-            newest = torch.stack([step, change])
-            by_band = torch.stack([changes[:, band] @ newest[:, band].T for band in self._band_slices]).double()
-            changes_dot_newest = by_band.sum(0)  # (used, 2)
-            self._band_change_dot_change[:, :used, row] = by_band[..., 1]
-            self._band_change_dot_change[:, row, :used] = by_band[..., 1]
+        if self.banded:  # y_i.s and y_i.y within each band, in one pass over Y (its products are memory-bound)
+            newest_pair = torch.stack([step, change])
+            band_products = [changes[:, band] @ newest_pair[:, band].T for band in self._band_slices]
+            changes_dot_newest_by_band = torch.stack(band_products).double()  # (bands, used, 2)
+            changes_dot_newest = changes_dot_newest_by_band.sum(0)
+            self._band_change_dot_change[:, :used, row] = changes_dot_newest_by_band[..., 1]
+            self._band_change_dot_change[:, row, :used] = changes_dot_newest_by_band[..., 1]
+            newest_by_band = changes_dot_newest_by_band[:, row]  # the newest pair's s.y and y.y within each band
         else:  # as separate products, whose rounding the textbook baseline's figures were measured with
             changes_dot_newest = torch.stack([changes @ step, changes @ change], dim=1).double()
         self._step_dot_change[row, :used] = changes_dot_newest[:, 0]
         self._change_dot_change[:used, row] = changes_dot_newest[:, 1]
         self._change_dot_change[row, :used] = changes_dot_newest[:, 1]
         self.gamma = curvature / float(changes_dot_newest[row, 1])
-        if self._band_slices:
-            self._update_band_scales(step_dot_change=by_band[:, row, 0], change_dot_change=by_band[:, row, 1])
+        if self.banded:
+            self._update_band_scales(step_dot_change=newest_by_band[:, 0], change_dot_change=newest_by_band[:, 1])
         return True
 
     # Each band's scale stays within this factor of gamma: a band whose step barely moved has a meaningless ratio.
@@ -114,8 +118,8 @@ class CompactInverseHessian:
 
     def _update_band_scales(self, *, step_dot_change: Tensor, change_dot_change: Tensor) -> None:
         """H0's scales from the newest pair's s.y and y.y within each band: their ratio (gamma where a band has no
-        positive curvature), averaged half and half with the previous scales (one pair's ratio in a small band is
-        noisy), then kept within BAND_SCALE_LIMIT of gamma."""
+        positive curvature, or no variables), averaged half and half with the previous scales (one pair's ratio in a
+        small band is noisy), then kept within BAND_SCALE_LIMIT of gamma."""
         ratios = step_dot_change / change_dot_change.clamp_min(1e-30)
         newest = torch.where(step_dot_change > 0, ratios, torch.full_like(ratios, self.gamma))
         averaged = newest if self.band_scales is None else 0.5 * (self.band_scales + newest)
@@ -139,16 +143,15 @@ class CompactInverseHessian:
         q = torch.linalg.solve_triangular(upper, steps_g, upper=True)
         if self.band_scales is None:  # H0 = gamma I
             initial: float | Tensor = self.gamma
+            scaled_gradient = self.gamma * gradient
+            changes_scaled_g = self.gamma * (changes @ gradient).double()[order, None]
             changes_scaled_changes = self.gamma * self._change_dot_change[order][:, order]
         else:  # H0 = diag(scale_b), so Y^T H0 Y = sum over bands of scale_b Y_b^T Y_b
             initial = self._sorted_diagonal
+            scaled_gradient = self._sorted_diagonal * gradient
+            changes_scaled_g = (changes @ scaled_gradient).double()[order, None]
             by_band = self._band_change_dot_change[:, :used, :used]
             changes_scaled_changes = torch.einsum("b,bij->ij", self.band_scales, by_band)[order][:, order]
-        scaled_gradient = initial * gradient
-        if self.band_scales is None:
-            changes_scaled_g = self.gamma * (changes @ gradient).double()[order, None]
-        else:
-            changes_scaled_g = (changes @ scaled_gradient).double()[order, None]
         curvature = torch.diag(torch.diagonal(step_dot_change)) + changes_scaled_changes
         top = torch.linalg.solve_triangular(upper.T, curvature @ q - changes_scaled_g, upper=False)
         # back to buffer rows, so the products run over the buffers as they are

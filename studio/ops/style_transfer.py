@@ -24,8 +24,9 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   coffee.
 - Not used: a shorter L-BFGS memory (3, 8 or 16 pairs instead of 50): 37, 36 and 34 evaluations instead of 35.
 - Not used: every quasi-Newton step scaled by 0.8, 1.2 or 1.5 (34, 31 and 32 evaluations instead of 32 with the
-  banded start below), or capped at 2, 3 or 5 times the previous step's length (33 each; uncapped, the third step
-  overshoots, 20.9 -> 36.6, and the fourth recovers to 13.2).
+  banded start below; one evaluation either way is what a change of rounding alone can make), or capped at 2, 3 or
+  5 times the previous step's length (33 each; uncapped, the third step overshoots, 20.9 -> 36.6, and the fourth
+  recovers to 13.2).
 - L-BFGS's initial inverse Hessian as a diagonal (`GatysSettings.hessian_bands`), one secant scale s.y / y.y per
   band of spatial frequency (24 log-spaced bands per colour channel, within 10x of the usual scalar, averaged half
   and half with the previous one) instead of one scalar. To the loss the scalar reaches in 35 evaluations (on
@@ -34,7 +35,7 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   pair's scales alone, not averaged: 34-35). In the benchmark: 32 instead of 35 full-size steps at 256 px and 21
   instead of 22 at 512 px. With the pairs stored sorted by band (`studio.ops.lbfgs`), it costs about 5 ms (256 px)
   and 12 ms (512 px) a step more than gamma I once the memory holds 50 pairs; computing Y^T H0 Y afresh each step
-  cost 12 and 60 ms (a 512 px step with a full memory: 1.05 s instead of 1.12 s). Far from the 26 evaluations that
+  cost 12 and 60 ms more (a 512 px step with a full memory: 1.05 s instead of 1.12 s). Far from the 26 evaluations that
   3x needs at 256 px.
 - Not used: other layer weights for the first 12-20 evaluations, then the true loss with a fresh L-BFGS memory
   (relu5_1 x3; relu4_1 and relu5_1 x2; content x0.5; relu1_1, relu2_1 and TV x0.3): 40-43 evaluations instead of

@@ -127,33 +127,48 @@ def test_first_step_has_the_asked_size_without_an_extra_evaluation() -> None:
     assert torch.allclose(torch_rule, target / target.abs().sum(), atol=1e-7)
 
 
-def test_compact_form_with_a_banded_diagonal_start_equals_the_dense_recursion() -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compact_form_with_a_banded_diagonal_start_equals_the_dense_recursion(dtype: torch.dtype) -> None:
     # The same recursion as above with H0 = diag(inverse.diagonal) in place of gamma I. The bands interleave, as
-    # frequency bands do in a flattened spectrum (the pairs are stored sorted by band).
+    # frequency bands do in a flattened spectrum (the pairs are stored sorted by band); band 3 has no variables, as
+    # some of the 256 px frequency bands have none; one pair has negative curvature and is refused; the history
+    # wraps around.
     generator = torch.Generator().manual_seed(2)
     dimension, history = 9, 4
-    bands = torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2])
+    bands = torch.tensor([2, 0, 1, 0, 4, 1, 1, 0, 2])
     basis = torch.randn(dimension, dimension, generator=generator, dtype=torch.float64)
-    curvatures = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)[bands]
+    curvatures = torch.tensor([1.0, 10.0, 100.0, 0.0, 30.0], dtype=torch.float64)[bands]
     hessian = basis @ basis.T + torch.diag(curvatures)
     inverse = CompactInverseHessian(history=history, bands=bands)
     pairs = []
-    for step in torch.randn(6, dimension, generator=generator, dtype=torch.float64):
-        change = hessian @ step
-        if inverse.add(step, change):
+    for index, step in enumerate(torch.randn(7, dimension, generator=generator, dtype=torch.float64)):
+        change = -step if index == 3 else hessian @ step
+        if inverse.add(step.to(dtype), change.to(dtype)):
             pairs.append((step, change))
-    assert inverse.diagonal is not None and len(set(inverse.diagonal.tolist())) == 3  # one scale per band
-    dense = torch.diag(inverse.diagonal)
+    assert len(pairs) == 6 and len(inverse) == history  # the refused pair is not among them
+    assert inverse.diagonal is not None and inverse.diagonal.dtype == dtype
+    assert len(set(inverse.diagonal.tolist())) == 4  # one scale per band that has variables
+    dense = torch.diag(inverse.diagonal.double())
     identity = torch.eye(dimension, dtype=torch.float64)
     for step, change in pairs[-history:]:
         rho = 1.0 / float(step @ change)
         left = identity - rho * torch.outer(step, change)
         dense = left @ dense @ left.T + rho * torch.outer(step, step)
     gradient = torch.randn(dimension, generator=generator, dtype=torch.float64)
-    assert torch.allclose(inverse.times(gradient), dense @ gradient, atol=1e-10, rtol=0)
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    expected = dense @ gradient
+    product = inverse.times(gradient.to(dtype)).double()
+    assert torch.allclose(product, expected, atol=tolerance * float(expected.abs().max()), rtol=0)
     newest_step, newest_change = pairs[-1]
-    assert torch.allclose(inverse.times(newest_change), newest_step, atol=1e-10, rtol=0)  # the secant condition
-    assert float(gradient @ inverse.times(gradient)) > 0  # a descent direction
+    secant = inverse.times(newest_change.to(dtype)).double()
+    assert torch.allclose(secant, newest_step, atol=tolerance * float(newest_step.abs().max()), rtol=0)
+    assert float(gradient @ product) > 0  # a descent direction
+
+
+def test_a_pair_must_have_one_value_per_band_entry() -> None:
+    inverse = CompactInverseHessian(history=3, bands=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="4 variables for bands of 2"):
+        inverse.add(torch.ones(4), torch.ones(4))
 
 
 def test_each_band_starts_from_its_own_curvature() -> None:
