@@ -52,7 +52,7 @@ class CompactInverseHessian:
         self.band_scales: Tensor | None = None  # H0's scale per band (banded, once a pair is remembered)
         band_sizes = torch.bincount(bands) if bands is not None else torch.empty(0, dtype=torch.long)
         # position i of the band-sorted order holds variable _sorting[i]; band b is the slice _band_slices[b] of it
-        self._sorting = torch.argsort(bands, stable=True) if bands is not None else None
+        self._sorting = torch.argsort(bands, stable=True) if bands is not None else torch.empty(0, dtype=torch.long)
         starts = (band_sizes.cumsum(0) - band_sizes).tolist()
         self._band_slices = [
             slice(start, start + size) for start, size in zip(starts, band_sizes.tolist(), strict=True)
@@ -80,7 +80,7 @@ class CompactInverseHessian:
         curvature = float(step @ change)
         if curvature <= 1e-10:
             return False
-        if self._sorting is not None:
+        if self.banded:
             step, change = step[self._sorting], change[self._sorting]
         if not self.order:
             self._steps = step.new_zeros((self.history, step.numel()))
@@ -132,7 +132,7 @@ class CompactInverseHessian:
         """H g for a flat gradient (g itself while nothing is remembered)."""
         if not self.order:
             return gradient.clone()
-        if self._sorting is not None:
+        if self.banded:
             gradient = gradient[self._sorting]
         used = max(self.order) + 1
         steps, changes = self._steps[:used], self._changes[:used]
@@ -160,7 +160,7 @@ class CompactInverseHessian:
         )
         q_rows = torch.zeros_like(top_rows).index_copy_(0, order, q[:, 0].to(gradient.dtype))
         product = scaled_gradient + top_rows @ steps - initial * (q_rows @ changes)
-        if self._sorting is None:
+        if not self.banded:
             return product
         return torch.empty_like(product).index_copy_(0, self._sorting, product)
 
