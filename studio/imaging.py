@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import threading
 import warnings
@@ -75,25 +76,47 @@ def load_image(
     if decoded is not None:
         _check_dimensions(decoded.size, max_side, name)
         return decoded.copy()  # the caller may change its picture; the kept one stays as decoded
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        image = open_image(source, name=name)
+    image = _to_rgb(_decoded_upright(source, max_side, name))
+    if identity is None:
+        return image
+    _decoded_files.put(identity, image)
+    return image.copy()
+
+
+def load_mask(source: ImageSource, *, max_side: int | None = None, name: str = "mask") -> Image.Image:
+    """Open a mask as 8-bit greyscale (mode "L"), upright: `mask_band` of the picture. Same checks and errors as
+    `load_image`."""
+    return mask_band(_decoded_upright(source, max_side, name))
+
+
+def mask_band(image: Image.Image) -> Image.Image:
+    """The one rule for reading a picture as a mask, 8-bit greyscale with 255 = inside: its alpha channel where it
+    has transparency (opaque = inside, so a cut-out or strokes on a transparent layer select themselves), else its
+    brightness (white = inside). An alpha channel that is opaque everywhere, as many editors export, says nothing:
+    the brightness counts then."""
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return alpha
+    return _to_rgb(image).convert("L")
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _decoded_upright(source: ImageSource, max_side: int | None, name: str) -> Image.Image:
+    """The picture decoded (a GIF's first frame) and turned upright by its EXIF orientation, in its own mode."""
+    image = source if isinstance(source, Image.Image) else open_image(source, name=name)
     _check_dimensions(image.size, max_side, name)
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image) or image
-        image = _to_rgb(image)
+        return ImageOps.exif_transpose(image) or image
     except MemoryError:
         raise
     except Exception as error:  # corrupt data makes PIL raise OSError, SyntaxError, ValueError, TypeError, ...
         raise ValueError(f"{name} could not be decoded ({error}); the file looks truncated or corrupt") from None
-    if identity is None:
-        return image
-    _decoded_files.put(identity, image)
-    return image.copy()
 
 
 def _check_dimensions(size: tuple[int, int], max_side: int | None, name: str) -> None:
@@ -180,7 +203,7 @@ def open_image(
             raise ValueError(f"{name} is an empty file")
         stream: BinaryIO = io.BytesIO(source)
     elif not isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
-        raise ValueError(f"{name} must be a file path, bytes, an open file or a PIL image, got {source!r}")
+        raise ValueError(f"{name} must be a file path, bytes, an open file or a PIL image, got {_described(source)}")
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
@@ -197,11 +220,26 @@ def open_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(stream)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"{name} is too large to decode safely ({error}); downscale it first") from None
+        # PIL's own threshold is above MAX_PIXELS: say the studio's limit, as `_check_dimensions` does
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else ""
+        raise ValueError(
+            f"{name} is too large to decode safely{size}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels. "
+            "Downscale it first."
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(f"{name} is not a picture file this studio can read; {wanted}") from None
     except OSError as error:
         raise ValueError(f"{name} could not be opened ({error}); the file looks truncated or corrupt") from None
+
+
+def _described(value: object) -> str:
+    """A short name for a wrong value in a message: small values as they are, anything else (an array of a million
+    pixels) by its type."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    kind = type(value)
+    return f"a {kind.__module__}.{kind.__qualname__}"
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -269,7 +307,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
         mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from studio.imaging import mask_band
+
 # NTSC YIQ; Y is the same luma as in YUV (BT.601).
 _RGB_TO_YIQ = (
     (0.299, 0.587, 0.114),
@@ -118,13 +120,10 @@ def mask_to_tensor(mask: Image.Image | Tensor, *, size: tuple[int, int], device=
     """A mask (PIL image of any mode, or a tensor (H, W), (1, H, W) or (1, 1, H, W) in [0, 1]) ->
     (1, 1, height, width) float in [0, 1] resized to `size` = (height, width) (area/bilinear).
 
-    White (1) marks the inside region. For PIL masks with an alpha channel the alpha is used.
+    1 marks the inside region: white, or for a PIL mask with transparency opaque (`studio.imaging.mask_band`).
     """
     if isinstance(mask, Image.Image):
-        if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
-            band = mask.convert("RGBA").getchannel("A")
-        else:
-            band = mask.convert("L")
+        band = mask_band(mask)
         tensor = torch.frombuffer(bytearray(band.tobytes()), dtype=torch.uint8).float().div_(255.0)
         tensor = tensor.view(1, 1, band.size[1], band.size[0])
     elif isinstance(mask, Tensor):

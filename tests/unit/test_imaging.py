@@ -18,6 +18,7 @@ from studio import imaging
 from studio.imaging import (
     DecodedFiles,
     load_image,
+    load_mask,
     long_side_size,
     max_side_from_env,
     pil_to_unit,
@@ -111,7 +112,8 @@ def test_a_decompression_bomb_is_refused_before_decoding() -> None:
     bomb = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
     bomb += png_chunk(b"IDAT", zlib.compress(b"\x00" * 2501 * 16)) + png_chunk(b"IEND", b"")
     assert len(bomb) < 200
-    with pytest.raises(ValueError, match="too large to decode safely"):
+    # in the studio's words and limit, not PIL's ("could be decompression bomb DOS attack", its own threshold)
+    with pytest.raises(ValueError, match=r"too large to decode safely \(400 megapixels\); the limit is 64 megapixels"):
         load_image(bomb)
 
 
@@ -119,6 +121,11 @@ def test_many_megapixels_below_the_pil_bomb_limit_are_refused() -> None:
     big = Image.new("1", (9000, 8000))  # 72 MP: under PIL's bomb warning, over the studio's limit
     with pytest.raises(ValueError, match=r"9000x8000 \(72 megapixels\); the limit is 64 megapixels"):
         load_image(encode(big, "PNG"), max_side=10_000)
+
+
+def test_something_that_is_not_a_picture_source_is_named_by_its_type_not_printed() -> None:
+    with pytest.raises(ValueError, match=r"an open file or a PIL image, got a numpy\.ndarray$"):
+        load_image(np.zeros((300, 300, 3), np.uint8))
 
 
 def test_a_side_above_an_explicit_limit_is_refused_but_uploads_may_exceed_the_output_limit(
@@ -231,6 +238,55 @@ def test_palette_with_transparency_is_composited_on_white() -> None:
     image = load_image(data)
     assert np.all(pixels(image)[:, :4] == (255, 255, 255))
     assert np.all(pixels(image)[:, 4:] == (0, 200, 0))
+
+
+# --- masks: one rule for every door (facade, op, page) ---------------------------------------------------------------
+
+
+def half_and_half_alpha(mode: str = "RGBA") -> Image.Image:
+    """Black everywhere, opaque on the left half and transparent on the right (strokes on a transparent layer)."""
+    rgba = np.zeros((4, 8, 4), np.uint8)
+    rgba[:, :4, 3] = 255
+    return Image.fromarray(rgba, "RGBA").convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_mask_with_transparency_is_its_alpha_whatever_its_colour(mode: str) -> None:
+    mask = load_mask(encode(half_and_half_alpha(mode), "PNG"))
+    assert mask.mode == "L" and mask.size == (8, 4)
+    assert np.all(pixels(mask)[:, :4] == 255) and np.all(pixels(mask)[:, 4:] == 0)
+
+
+def test_a_mask_opaque_everywhere_counts_by_brightness() -> None:
+    rgba = np.full((4, 8, 4), 255, np.uint8)
+    rgba[:, 4:, :3] = 0  # black on the right, alpha 255 everywhere (as editors often export)
+    mask = load_mask(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert np.all(pixels(mask)[:, :4] == 255) and np.all(pixels(mask)[:, 4:] == 0)
+
+
+def test_a_palette_mask_with_a_transparent_colour_is_its_alpha() -> None:
+    palette_image = Image.new("P", (8, 4), 0)
+    palette_image.putpalette([0, 0, 0] * 256)  # every colour black: only the transparency tells the halves apart
+    palette_image.paste(1, (0, 0, 4, 4))
+    mask = load_mask(encode(palette_image, "PNG", transparency=0))
+    assert np.all(pixels(mask)[:, :4] == 255) and np.all(pixels(mask)[:, 4:] == 0)
+
+
+def test_an_opaque_mask_is_its_brightness_upright_and_checked() -> None:
+    card = gradient()
+    assert np.array_equal(pixels(load_mask(encode(card, "PNG"))), pixels(card.convert("L")))
+    with pytest.raises(ValueError, match="mask is not a picture file"):
+        load_mask(b"not a picture", name="mask")
+    with pytest.raises(ValueError, match="the limit is 16 px per side"):
+        load_mask(encode(card, "PNG"), max_side=16)
+
+
+def test_the_adain_op_reads_a_pil_mask_by_the_same_rule() -> None:
+    from studio.ops.color import mask_to_tensor
+
+    for picture in (half_and_half_alpha(), gradient(8, 4)):
+        expected = torch.tensor(pixels(load_mask(encode(picture, "PNG"))), dtype=torch.float32) / 255
+        assert torch.equal(mask_to_tensor(picture, size=(4, 8))[0, 0], expected)
 
 
 def test_sample_photographs_load() -> None:
