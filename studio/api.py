@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import reprlib
 import secrets
 import threading
 import time
@@ -549,7 +550,7 @@ class Studio:
 
         levels = level_sizes(settings.size, settings.scales, min_side=settings.min_level_side)
         warm_up_steps = sum(level_steps(settings, len(levels))[:-1])  # at coarser sizes, before the full-size steps
-        used = _settings_dict(settings, method="gatys", warm_up_steps=warm_up_steps)
+        used = _settings_dict(settings, method="gatys", vgg=vgg, strength=strength, warm_up_steps=warm_up_steps)
 
         def picture_at(step: int, total: int, render: Callable[[], Image.Image]) -> None:
             if on_picture is None:
@@ -583,9 +584,14 @@ class Studio:
         from studio.ops.adain import AdaINSettings
 
         if mask is not None:
-            mask = imaging.load_image(mask, name="mask", reuse=True).convert("L")
+            mask = imaging.load_mask(mask, name="mask")
         settings = AdaINSettings(
-            alpha=strength, content_size=size, style_weights=weights, preserve_color=preserve_color
+            alpha=strength,
+            content_size=size,
+            # styles are encoded at 512 px, or at the output limit when that is smaller
+            style_size=min(AdaINSettings.style_size, imaging.max_side_from_env()),
+            style_weights=weights,
+            preserve_color=preserve_color,
         )
         stylizer = self.adain()
         render = stylizer.preview if preview else stylizer.stylize
@@ -628,13 +634,13 @@ class Studio:
 
     def _walk_stylizer(self, style: imaging.ImageSource, *, strength: float) -> Callable[[Tensor], Tensor]:
         """A frame transform for walks: AdaIN with the style's statistics computed once."""
-        from studio.ops.adain import ENCODER_TAP, blend_styles
+        from studio.ops.adain import ENCODER_TAP, AdaINSettings, blend_styles
 
         alpha = _check_number(strength, "style strength", 0.0, 1.0)
         # decoded first, so that a bad file is named before any download
         style_image = imaging.load_image(style, name="style image", reuse=True)
         stylizer = self.adain()
-        stats = stylizer.style_stats(style_image, size=512)
+        stats = stylizer.style_stats(style_image, size=min(AdaINSettings.style_size, imaging.max_side_from_env()))
 
         def transform(images: Tensor) -> Tensor:
             unit = imaging.signed_to_unit(images).to(stylizer.device)
@@ -874,19 +880,19 @@ def _settings_dict(settings: Any, **extra: Any) -> dict[str, Any]:
 def _check_whole(value: Any, name: str, low: int, high: int) -> int:
     number = as_whole_number(value)
     if number is None:
-        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {reprlib.repr(value)}")
     if not low <= number <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+        raise ValueError(f"{name} must be between {low} and {high}, got {reprlib.repr(value)}")
     return number
 
 
 def _check_number(value: Any, name: str, low: float, high: float) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number between {low} and {high}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number between {low} and {high}, got {reprlib.repr(value)}") from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+        raise ValueError(f"{name} must be between {low} and {high}, got {reprlib.repr(value)}")
     return number
 
 
@@ -902,10 +908,12 @@ def _check_seed(seed: Any) -> int:
 def _check_psi(psi: Any) -> float:
     try:
         value = float(psi)
-    except (TypeError, ValueError):
-        raise ValueError(f"psi must be a number between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {psi!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            f"psi must be a number between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {reprlib.repr(psi)}"
+        ) from None
     if not math.isfinite(value) or not PSI_RANGE[0] <= value <= PSI_RANGE[1]:
-        raise ValueError(f"psi must be between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {psi!r}")
+        raise ValueError(f"psi must be between {PSI_RANGE[0]} and {PSI_RANGE[1]}, got {reprlib.repr(psi)}")
     return value
 
 
@@ -913,7 +921,7 @@ def _direction_index(key: Any) -> int:
     """A direction's index: a whole number >= 0 (JSON stores it as text)."""
     try:
         index = int(key)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         index = -1
     if isinstance(key, bool) or index < 0 or (isinstance(key, float) and not key.is_integer()):
         raise ValueError(f"a direction is named by its index, a whole number from 0, got {key!r}")
@@ -928,12 +936,12 @@ def _check_directions(directions: Mapping[int, float] | None) -> dict[int, float
         index = _direction_index(index)
         try:
             value = float(amount)
-        except (TypeError, ValueError):
-            raise ValueError(f"direction {index} amount must be a number, got {amount!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"direction {index} amount must be a number, got {reprlib.repr(amount)}") from None
         if not math.isfinite(value) or abs(value) > DIRECTION_AMOUNT_LIMIT:
             raise ValueError(
                 f"direction {index} amount must be between -{DIRECTION_AMOUNT_LIMIT} and {DIRECTION_AMOUNT_LIMIT}, "
-                f"got {amount!r}"
+                f"got {reprlib.repr(amount)}"
             )
         if value != 0.0:
             checked[index] = value

@@ -29,6 +29,7 @@ import math
 import os
 import queue
 import re
+import reprlib
 import secrets
 import tempfile
 import threading
@@ -58,8 +59,8 @@ from studio.api import (
     walk_file_stem,
     walk_suffix,
 )
-from studio.imaging import load_image, max_side_from_env
-from studio.ops.common import check_output_side, check_preserve_color
+from studio.imaging import load_image, load_mask, max_side_from_env
+from studio.ops.common import check_mask_styles, check_output_side, check_preserve_color
 from studio.registry import DEFAULT_GENERATOR, DEFAULT_VGG, HubFile, ModelSpec, PackageFile, UrlFile
 from studio.weights import WeightsIntegrityError, WeightsUnavailable, is_cached, is_offline
 
@@ -292,17 +293,17 @@ def _number(value: Any, what: str) -> float:
         raise ValueError(f"{what} is empty: type a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be a number, got {reprlib.repr(value)}") from None
     if not math.isfinite(number):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
+        raise ValueError(f"{what} must be a finite number, got {reprlib.repr(value)}")
     return number
 
 
 def _in_range(value: Any, what: str, low: float, high: float) -> float:
     number = _number(value, what)
     if not low <= number <= high:
-        raise ValueError(f"{what} must be between {low:g} and {high:g}, got {value!r}")
+        raise ValueError(f"{what} must be between {low:g} and {high:g}, got {reprlib.repr(value)}")
     return number
 
 
@@ -333,7 +334,7 @@ def _direction_verdicts(sliders: Iterable[Any]) -> list[dict[str, Any]]:
 def _whole(value: Any, what: str, low: int, high: int) -> int:
     number = _number(value, what)
     if not number.is_integer() or not low <= number <= high:
-        raise ValueError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
+        raise ValueError(f"{what} must be a whole number from {low} to {high}, got {reprlib.repr(value)}")
     return int(number)
 
 
@@ -983,18 +984,6 @@ class StudioUI:
             return gr.update(), gr.update()
         if not content or not any((style_1, style_2, style_3)):
             return gr.update(), ""
-        arguments = self._stylize_arguments(
-            content,
-            (style_1, style_2, style_3),
-            (weight_1, weight_2, weight_3),
-            method,
-            strength,
-            preserve_color,
-            size,
-            steps,
-            mask,
-            seed,
-        )
         unavailable = (
             "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
             "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
@@ -1002,9 +991,23 @@ class StudioUI:
         if not all(is_cached(self.studio.spec(name)) for name in ADAIN_MODELS):
             return gr.update(), unavailable  # a slider drag never waits for a download (or a network timeout)
         try:
+            arguments = self._stylize_arguments(
+                content,
+                (style_1, style_2, style_3),
+                (weight_1, weight_2, weight_3),
+                method,
+                strength,
+                preserve_color,
+                size,
+                steps,
+                mask,
+                seed,
+            )
             result = self.studio.stylize(**arguments, preview=True)
         except (WeightsUnavailable, WeightsIntegrityError):
             return gr.update(), unavailable
+        except ValueError as error:  # a setting the Stylize button would refuse too: say so, without a pop-up
+            return gr.update(), f"No preview: {_without_upload_folders(str(error))}"
         path = self.outputs.path("preview", ".png")
         result.image.save(path, format="PNG")
         return str(
@@ -1040,9 +1043,12 @@ class StudioUI:
                 raise ValueError("offline, without AdaIN's weights: use Gatys")
 
         def mask_fits() -> None:
-            if mask and method != "adain":
+            if not mask:
+                return
+            if method != "adain":
                 raise ValueError(MASK_NEEDS_ADAIN)
-            _check_picture(mask, "mask")
+            load_mask(mask, name="mask")  # decodes within the pixel limit
+            check_mask_styles(sum(1 for style in styles if style))
 
         def style_fits(index: int) -> None:
             if index == 0:
@@ -1050,6 +1056,8 @@ class StudioUI:
             _check_picture(styles[index], f"style image {index + 1}")
 
         def weight_fits(index: int) -> None:
+            if not styles[index]:
+                return  # an empty slot's weight is not used
             _in_range(weights[index], f"style {index + 1} weight", 0, 1)
             try:
                 given = [_number(weight, "weight") for style, weight in zip(styles, weights, strict=True) if style]
@@ -1070,7 +1078,7 @@ class StudioUI:
             _verdict(lambda: _in_range(strength, "strength", 0, 1)),
             _verdict(lambda: check_preserve_color(preserve_color)),
             _verdict(lambda: _whole(size, "size", *STYLIZE_SIZES)),
-            _verdict(lambda: _whole(steps, "steps", *STYLIZE_STEPS)),
+            _verdict(lambda: _whole(steps, "steps", *STYLIZE_STEPS) if method == "gatys" else None),
             _verdict(mask_fits),
             _verdict(lambda: _stylize_seed(seed)),
         ]
@@ -1105,7 +1113,7 @@ class StudioUI:
             "strength": _number(strength, "strength"),
             "preserve_color": preserve_color or "none",
             "size": _whole(size, "size", 16, 4096),
-            "steps": _whole(steps, "steps", 1, 5000),
+            **({"steps": _whole(steps, "steps", 1, 5000)} if method == "gatys" else {}),  # AdaIN takes no steps
             "mask": mask or None,
             "seed": _stylize_seed(seed),
         }
@@ -1670,7 +1678,10 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                         )
                                     )
                             mask = UploadedImage(
-                                label="Mask for two styles (AdaIN): white areas take style 1, black areas style 2",
+                                label=(
+                                    "Mask for two styles (AdaIN): white areas take style 1, black areas style 2 "
+                                    "(in a picture with transparency: opaque areas style 1, transparent style 2)"
+                                ),
                                 type="filepath",
                                 sources=["upload"],
                                 height=160,

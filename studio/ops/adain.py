@@ -36,6 +36,7 @@ from studio.ops.color import mask_to_tensor, match_color, transfer_luminance
 from studio.ops.common import (
     PreserveColor,
     StylizeResult,
+    check_mask_styles,
     check_output_side,
     check_picture_side,
     check_preserve_color,
@@ -360,11 +361,7 @@ class AdaINStylizer:
         content_image = _load(content, "content image")
         style_images = [_load(style, f"style image {i + 1}") for i, style in enumerate(styles)]
         if mask is not None:
-            if len(style_images) != 2:
-                raise ValueError(
-                    f"a mask needs exactly two styles (inside, outside), got {len(style_images)}; "
-                    "drop the mask to blend styles by weight"
-                )
+            check_mask_styles(len(style_images))
             if settings.style_weights is not None:
                 raise ValueError("style_weights do not apply with a mask: the mask decides where each style goes")
         weights = normalise_weights(settings.style_weights, len(style_images), what="style")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import reprlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -68,8 +69,8 @@ def weight_values(weights: Iterable[float], *, what: str) -> tuple[float, ...]:
     for weight in weights:
         try:
             values.append(float(weight))
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} weights must be numbers, got {weight!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{what} weights must be numbers, got {reprlib.repr(weight)}") from None
     return tuple(values)
 
 
@@ -107,6 +108,14 @@ def check_picture_side(shape: Sequence[int], needed: int, *, what: str) -> None:
 def check_preserve_color(mode: str) -> None:
     if mode not in PRESERVE_COLOR_MODES:
         raise ValueError(f"preserve_color must be one of {PRESERVE_COLOR_MODES}, got {mode!r}")
+
+
+def check_mask_styles(count: int) -> None:
+    """A mask splits the picture between exactly two styles (inside, outside)."""
+    if count != 2:
+        raise ValueError(
+            f"a mask needs exactly two styles (inside, outside), got {count}; drop the mask to blend styles by weight"
+        )
 
 
 def as_whole_number(value: object) -> int | None:

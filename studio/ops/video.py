@@ -76,7 +76,7 @@ def video_format(path: str | os.PathLike[str], format: str | None = None) -> str
 def _fps_fraction(fps: float | Fraction, fmt: str) -> Fraction:
     try:
         value = Fraction(fps).limit_denominator(1001)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"fps must be a number, got {fps!r}") from None
     limit = MAX_GIF_FPS if fmt == "gif" else MAX_FPS
     if not 1 <= value <= limit:
@@ -102,7 +102,7 @@ def _output_size(width: int, height: int, size: int | tuple[int, int] | None, *,
     else:
         try:
             out_w, out_h = (int(v) for v in size)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"size must be None, an int (longer side) or (width, height), got {size!r}") from None
         if out_w < 2 or out_h < 2:
             raise ValueError(f"size must be at least 2x2 px, got {out_w}x{out_h}")

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,10 @@ class TrainConfig:
                 continue
             try:
                 number = float(_number_or_text(value))
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"{name} must be a number, got {reprlib.repr(value)}") from None
             if not math.isfinite(number):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+                raise ValueError(f"{name} must be a finite number, got {reprlib.repr(value)}")
             object.__setattr__(self, name, number)
         checks = [
             (

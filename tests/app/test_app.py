@@ -629,6 +629,49 @@ def test_stylize_preview_leaves_a_gatys_picture_and_its_summary_alone(client: Cl
     assert image == {"__type__": "update"} and note == {"__type__": "update"}
 
 
+STYLIZE_CONTROLS = ("content", "style_1", "weight_1", "style_2", "weight_2", "style_3", "weight_3", "method",
+                    "strength", "preserve_color", "size", "steps", "mask", "seed")  # fmt: skip
+
+
+def test_the_stylize_checks_mark_what_the_run_refuses_and_only_that(tmp_path: Path) -> None:
+    from studio.ui import StudioUI
+
+    ui = StudioUI(Studio(device="cpu"))
+    mask = tmp_path / "mask.png"
+    Image.new("L", (64, 64), 255).save(mask)
+
+    def refusals(**changed: object) -> dict[str, str]:
+        values = dict(zip(STYLIZE_CONTROLS, (PHOTO, PAINTING, 1.0, PAINTING, 1.0, None, 1.0, "adain", 0.5, "none",
+                                             64, 4, str(mask), 0), strict=True)) | changed  # fmt: skip
+        verdicts = ui.check_stylize_inputs(*values.values())
+        return {name: verdict["message"] for name, verdict in zip(STYLIZE_CONTROLS, verdicts, strict=True)
+                if not verdict["is_valid"]}  # fmt: skip
+
+    # a mask splits the picture between two styles: with one, the mask box says so (not a pop-up after the queue)
+    assert refusals(style_2=None)["mask"].startswith("a mask needs exactly two styles (inside, outside), got 1")
+    # an empty slot's weight and AdaIN's unused steps are not the run's business, so not refused
+    unused = refusals(weight_3=float("nan"), steps="")
+    assert not {"weight_3", "steps", "mask"} & set(unused)
+    assert "steps" in refusals(method="gatys", mask=None, steps="")
+    # numbers too large for a float are refused on their boxes, shortened
+    huge = refusals(weight_1=10**400, size=10**400)
+    assert huge["weight_1"].startswith("style 1 weight must be a number, got 1000") and len(huge["weight_1"]) < 90
+    assert huge["size"].startswith("size must be a number, got 1000")
+
+
+def test_a_preview_that_cannot_run_says_why_in_its_note_without_a_pop_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio import ui as ui_module
+    from studio.ui import StudioUI
+
+    monkeypatch.setattr(ui_module, "is_cached", lambda spec: True)  # as if AdaIN's weights were here
+    image, note = StudioUI(Studio(device="cpu")).stylize_preview(
+        PHOTO, PAINTING, 0.0, None, 1.0, None, 1.0, "adain", 0.5, "none", 64, 4, None, 0
+    )
+    assert image == {"__type__": "update"} and note == (
+        "No preview: style weights sum to zero; give at least one a positive weight"
+    )
+
+
 def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A slider drag must not wait for AdaIN's weights (with a network but no Hub, that is a 23 s timeout)."""
     from studio.ui import StudioUI

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from PIL import Image
@@ -25,6 +27,8 @@ def test_gatys_with_the_offline_vgg_moves_towards_the_style(photo, painting) -> 
     )
     assert result.image.size == (64, 43)
     assert result.settings["method"] == "gatys" and result.settings["steps"] == 8
+    # what remakes the picture: the VGG and the strength as asked (style_weight is strength x the default balance)
+    assert result.settings["vgg"] == "vgg19-caffe" and result.settings["strength"] == 1.0
     assert seen and seen[-1][0] == seen[-1][1], "progress reaches its total"
     content_only = studio.stylize(content=photo, styles=[painting], size=64, steps=8, strength=0.0)
     assert style_distance(studio, result.image, painting) < 0.8 * style_distance(studio, content_only.image, painting)
@@ -54,6 +58,10 @@ def test_gatys_cancel_and_bad_settings(photo, painting) -> None:
         studio.stylize(content=photo, styles=[painting], size=10**6)
     with pytest.raises(ValueError, match="strength"):
         studio.stylize(content=photo, styles=[painting], strength=float("nan"))
+    with pytest.raises(ValueError, match="strength must be a number between 0.0 and 1.0"):
+        studio.stylize(content=photo, styles=[painting], strength=10**400)  # too large for a float
+    with pytest.raises(ValueError, match="style weights must be numbers"):
+        studio.stylize(content=photo, styles=[painting], style_weights=[10**400])
     with pytest.raises(ValueError, match="method"):
         studio.stylize(content=photo, styles=[painting], method="cartoon")
     with pytest.raises(ValueError, match="not a picture file"):
@@ -102,6 +110,27 @@ def test_adain_full_preview_blend_and_mask(adain_weights, photo, painting) -> No
     assert masked.image.size == (96, 64)
     with pytest.raises(ValueError, match="exactly two styles"):
         studio.stylize(content=photo, styles=[painting], method="adain", size=96, mask=mask)
+    # the same split drawn as an opaque black stroke on a transparent layer: the facade reads it as the op does
+    stroke = Image.new("RGBA", photo.size, (0, 0, 0, 0))
+    stroke.paste((0, 0, 0, 255), (0, 0, photo.size[0] // 2, photo.size[1]))
+    for given in (stroke, studio_png(stroke)):
+        by_alpha = studio.stylize(content=photo, styles=[painting, photo], method="adain", size=96, mask=given)
+        assert by_alpha.image.tobytes() == masked.image.tobytes()
+
+
+def studio_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_adain_works_under_an_output_limit_below_its_style_size(adain_weights, photo, painting, monkeypatch) -> None:
+    monkeypatch.setenv("STUDIO_MAX_SIDE", "128")  # AdaIN encodes styles at 512 px: here at the limit instead
+    studio = Studio(device="cpu")
+    result = studio.stylize(content=photo, styles=[painting], method="adain", size=96)
+    assert result.image.size == (96, 64) and result.settings["style_size"] == 128
+    walked = studio.walk(model="omniart-eyes", seeds=[1, 2], frames=2, loop=False, style=painting)
+    assert walked.frames == 2
 
 
 def test_walk_frames_can_be_stylized(adain_weights, painting, tmp_path) -> None:
