@@ -134,9 +134,13 @@ class GenerationResult:
         return imaging.make_grid(self.images, columns=columns)
 
     def save(self, path: str | os.PathLike[str], *, index: int | None = None) -> Path:
-        """Save one image (or the grid when index is None and there are several) as PNG with its settings."""
+        """Save one image (or the grid when index is None and there are several) as PNG with its settings, so that
+        `Studio.regenerate` remakes it; JPEG/WebP by suffix, without them."""
         path = Path(path)
         image = self.images[index or 0] if index is not None or len(self.images) == 1 else self.grid()
+        if path.suffix.lower() not in ("", ".png"):
+            imaging.save_image(image, path)
+            return path
         settings = self.settings
         if index is not None:
             settings = GenerationSettings(**{**asdict(settings), "seeds": (self.seeds[index],)})
@@ -307,9 +311,8 @@ class Studio:
         self._requested_device = device  # checked on first use, like STUDIO_DEVICE (no torch import here)
         self._device: str | None = None
         self._weights_dir = Path(weights_dir) if weights_dir else None
-        self._modules: dict[tuple[str, str, str], nn.Module] = {}
-        self._weight_paths: dict[str, Path] = {}
-        self._directions: dict[tuple[str, int], LatentDirections] = {}
+        self._models: dict[tuple[str, str, str], _LoadedModel] = {}
+        self._directions: dict[tuple[str, int], tuple[nn.Module, LatentDirections]] = {}  # with the generator's module
         self._adain: AdaINStylizer | None = None
         self._gram_cache: Any = None
         self._temporary: Path | None = None
@@ -357,25 +360,29 @@ class Studio:
             return self._locks.setdefault(key, threading.Lock())
 
     def load(self, name: str, *, progress: ProgressCallback | None = None) -> nn.Module:
-        """The model on this studio's device, loaded once and cached."""
+        """The model on this studio's device, loaded once and cached; loaded again when its weights change on disk
+        (a model retrained into its folder, a file dropped into weights/<name>/), so a running app never serves
+        weights older than the ones it reports."""
+        spec = self.spec(name)
         key = (name, self.device, "float32")
-        module = self._modules.get(key)  # loaded models are served without waiting for a load in progress
-        if module is not None:
-            return module
+        loaded = self._models.get(key)  # loaded models are served without waiting for a load in progress
+        if loaded is not None and loaded.is_current(spec):
+            return loaded.module
         with self._lock_for(("load", key)):
-            if key not in self._modules:
+            loaded = self._models.get(key)
+            if loaded is None or not loaded.is_current(spec):
                 from studio.loader import load_model, resolve_weights
 
-                spec = self.spec(name)
                 path = resolve_weights(spec, progress=progress)
-                module = load_model(spec, path=path)
-                self._modules[key] = module.to(self.device)
-                self._weight_paths[name] = path
-            return self._modules[key]
+                module = load_model(spec, path=path).to(self.device)
+                loaded = _LoadedModel(module=module, spec=spec, path=path, file_state=_file_state(path))
+                self._models[key] = loaded
+            return loaded.module
 
     def weight_digest(self, name: str) -> str:
+        """sha256 of the weight file the loaded model came from."""
         self.load(name)
-        return sha256_of(self._weight_paths[name])
+        return sha256_of(self._models[(name, self.device, "float32")].path)
 
     # --- generate ---------------------------------------------------------------------------------------------
 
@@ -405,7 +412,7 @@ class Studio:
         amounts = _check_directions(directions)
         if size is not None:
             size = _check_output_size(size)
-        label_index = self._class_index(spec, class_name)
+        label_index = class_index(spec, class_name)
         from studio.ops import generation
 
         generator = self.load(model)
@@ -445,14 +452,15 @@ class Studio:
         """GANSpace-style directions of a generator, computed once and cached on disk by the weights' sha256."""
         key = (model, count)
         with self._lock_for(("directions", key)):
-            if key in self._directions:
-                return self._directions[key]
+            generator = self.load(model)
+            known = self._directions.get(key)
+            if known is not None and known[0] is generator:  # not computed for weights since replaced
+                return known[1]
             import torch
 
             from studio.ops import generation
             from studio.ops.directions import LatentDirections, find_directions
 
-            generator = self.load(model)
             cache = studio_cache_dir() / "directions" / f"{model}-{self.weight_digest(model)[:16]}-{count}.pt"
             found: LatentDirections | None = None
             if cache.is_file():
@@ -460,6 +468,8 @@ class Studio:
                     stored = torch.load(cache, map_location="cpu", weights_only=True)
                     found = LatentDirections(vectors=stored["vectors"], explained=stored["explained"])
                 except Exception:  # a damaged cache entry is recomputed, never trusted
+                    found = None
+                if found is not None and not _directions_fit(found, count=count, z_dim=generator.z_dim):
                     found = None
             if found is None:
                 spec = self.spec(model)
@@ -474,7 +484,7 @@ class Studio:
                         torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
                 except (OSError, RuntimeError):  # a read-only or full cache: keep them for this process only
                     pass
-            self._directions[key] = found
+            self._directions[key] = (generator, found)
             return found
 
     # --- stylize ----------------------------------------------------------------------------------------------
@@ -605,11 +615,11 @@ class Studio:
     def adain(self) -> AdaINStylizer:
         """The AdaIN encoder + decoder with its feature cache (weights fetched on first use)."""
         with self._lock_for("adain"):
-            if self._adain is None:
+            encoder, decoder = self.load_adain()
+            if self._adain is None or self._adain.encoder is not encoder or self._adain.decoder is not decoder:
                 from studio.ops.adain import AdaINStylizer
 
-                encoder, decoder = self.load_adain()
-                self._adain = AdaINStylizer(encoder=encoder, decoder=decoder)
+                self._adain = AdaINStylizer(encoder=encoder, decoder=decoder)  # new weights: a fresh feature cache
             return self._adain
 
     def load_adain(
@@ -701,6 +711,11 @@ class Studio:
         keyframe_seeds = tuple(_check_seed(seed) for seed in seeds)
         if not keyframe_seeds:
             raise ValueError("give at least one keyframe seed")
+        if path == "noise-loop" and len(keyframe_seeds) > 1:
+            raise ValueError(
+                f"a noise loop circles one seed: give one (seeds=[{keyframe_seeds[0]}]), or path='keyframes' to go "
+                "through them all"
+            )
         if path == "keyframes" and len(keyframe_seeds) < 2 and not loop:
             raise ValueError(
                 "a walk needs at least two keyframe seeds; with one, turn on the loop (--loop; on the page: Loop "
@@ -800,16 +815,21 @@ class Studio:
 
         from studio.ops import generation, interpolation
 
+        if path == "noise-loop" and not (class_name is None or isinstance(class_name, str)):
+            names = list(class_name)
+            if len(names) != 1:
+                raise ValueError(f"a noise loop circles one seed, so it takes a single class, got {len(names)}")
+            class_name = names[0]
         if class_name is None or isinstance(class_name, str):
-            return generation.one_hot(self._class_index(spec, class_name), len(spec.classes), count=1)[0]
+            return generation.one_hot(class_index(spec, class_name), len(spec.classes), count=1)[0]
         names = list(class_name)
-        if path != "keyframes" or len(names) != keyframe_count:
+        if len(names) != keyframe_count:
             raise ValueError(f"give one class per keyframe ({keyframe_count}), or a single class, got {len(names)}")
         for index, name in enumerate(names):
             if name in (None, ""):  # an empty slot would silently take the first class
                 raise ValueError(f"keyframe {index + 1} has no class; give one class per keyframe, or a single one")
         keys = torch.stack(
-            [generation.one_hot(self._class_index(spec, n), len(spec.classes), count=1)[0] for n in names]
+            [generation.one_hot(class_index(spec, n), len(spec.classes), count=1)[0] for n in names]
         )
         return interpolation.label_path(keys, frames=frames, loop=loop, easing=easing)
 
@@ -839,17 +859,18 @@ class Studio:
         start = secrets.randbelow(MAX_SEED + 1) if seed is None else _check_seed(seed)
         return tuple((start + offset) % (MAX_SEED + 1) for offset in range(count))
 
-    @staticmethod
-    def _class_index(spec: ModelSpec, class_name: str | None) -> int:
-        if not spec.classes:
-            if class_name not in (None, ""):
-                raise ValueError(f"{spec.name} is not class-conditional; leave the class empty")
-            return 0
-        if class_name in (None, ""):
-            return 0
-        if class_name not in spec.classes:
-            raise ValueError(f"{spec.name} has no class {class_name!r}; choose one of {', '.join(spec.classes)}")
-        return spec.classes.index(class_name)
+
+def class_index(spec: ModelSpec, class_name: str | None) -> int:
+    """The one-hot position of `class_name` in a conditional model (0 for none); ValueError naming the choices."""
+    if not spec.classes:
+        if class_name not in (None, ""):
+            raise ValueError(f"{spec.name} is not class-conditional; leave the class empty")
+        return 0
+    if class_name in (None, ""):
+        return 0
+    if class_name not in spec.classes:
+        raise ValueError(f"{spec.name} has no class {class_name!r}; choose one of {', '.join(spec.classes)}")
+    return spec.classes.index(class_name)
 
 
 def _walk_latents(
@@ -864,6 +885,40 @@ def _walk_latents(
         radius = spread if path == "noise-loop" else 0.35
         return interpolation.noise_loop(frames=frames, dim=z_dim, seed=seeds[0], spread=radius, center=keys[0])
     return interpolation.keyframe_path(keys, frames=frames, loop=loop, easing=easing)
+
+
+@dataclass(frozen=True)
+class _LoadedModel:
+    """A model loaded by `Studio.load` and the weight file it came from, as that file was then."""
+
+    module: nn.Module
+    spec: ModelSpec
+    path: Path
+    file_state: tuple[int, int, int] | None
+
+    def is_current(self, spec: ModelSpec) -> bool:
+        """Whether `spec` (looked up now) still names these weights and the file is unchanged."""
+        return spec == self.spec and _file_state(self.path) == self.file_state
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file rewritten or replaced from the one read: inode, size and modification time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _directions_fit(directions: LatentDirections, *, count: int, z_dim: int) -> bool:
+    """Cached directions are used only when they are what was asked for: (count, z_dim) finite vectors."""
+    vectors, explained = directions.vectors, directions.explained
+    return (
+        tuple(vectors.shape) == (count, z_dim)
+        and tuple(explained.shape) == (count,)
+        and bool(vectors.isfinite().all())
+        and bool(explained.isfinite().all())
+    )
 
 
 def gatys_scales(size: int) -> int:

@@ -314,7 +314,8 @@ def _walk(args: argparse.Namespace) -> int:
         raise ValueError("--spread is the radius of a --noise-loop walk; add --noise-loop, or leave --spread out")
     if args.noise_loop and args.seeds is not None and len(args.seeds) > 1:
         raise ValueError("a --noise-loop circles around one seed: give one (--seeds 3), or leave out --noise-loop")
-    seeds = [3, 14, 15] if args.seeds is None else args.seeds
+    default_seeds = [3] if args.noise_loop else [3, 14, 15]  # a noise loop circles one seed
+    seeds = default_seeds if args.seeds is None else args.seeds
     studio = Studio()
     classes: str | list[str] | None = args.class_name
     if classes and len(classes) == 1:

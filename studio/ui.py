@@ -54,6 +54,7 @@ from studio.api import (
     Studio,
     StylizeResult,
     WalkResult,
+    class_index,
     read_png_settings,
     stylize_input_names,
     walk_file_stem,
@@ -1302,16 +1303,49 @@ class StudioUI:
                     "offline, without AdaIN's weights a walk cannot be stylized: remove the style picture"
                 )
 
+        def seeds_fit() -> None:
+            if len(_walk_seeds(seeds, route)) < 2 and route != "noise-loop" and not loop:
+                raise ValueError(
+                    "a walk needs at least two keyframe seeds; with one, tick Loop back to the first keyframe to "
+                    "circle around it"
+                )
+
+        def frames_fit() -> None:
+            count = _whole(frames, "frames", 2, MAX_WALK_FRAMES_UI)
+            try:
+                keyframes = len(_walk_seeds(seeds, route)) if route != "noise-loop" else 1
+            except ValueError:
+                return  # the seeds box says what is wrong with them
+            if count < keyframes:
+                raise ValueError(f"{count} frames cannot show {keyframes} keyframes; use at least {keyframes} frames")
+
+        def fps_fits() -> None:
+            from studio.ops.video import MAX_GIF_FPS
+
+            if _in_range(fps, "fps", 1, 60) > MAX_GIF_FPS and video_format == "gif":
+                raise ValueError(
+                    f"GIF plays at most {MAX_GIF_FPS:g} fps (its delays are in 1/100 s, and browsers slow faster "
+                    "ones down): lower the fps, or choose mp4 or webm"
+                )
+
+        def class_fits() -> None:
+            try:
+                spec = self._generator_spec(model)
+            except ValueError:
+                return  # the model's box says so
+            if spec.is_conditional:
+                class_index(spec, class_name or None)
+
         return [
             _verdict(model_can_run),
-            _verdict(lambda: _walk_seeds(seeds, route)),
-            _verdict(lambda: _whole(frames, "frames", 2, MAX_WALK_FRAMES_UI)),
-            _verdict(lambda: _in_range(fps, "fps", 1, 60)),
+            _verdict(seeds_fit),
+            _verdict(frames_fit),
+            _verdict(fps_fits),
             _verdict(lambda: None),  # loop
             _verdict(lambda: check_easing(easing)),
             _verdict(lambda: walk_suffix(video_format)),
             _verdict(lambda: _in_range(psi, "truncation psi", *PSI_RANGE)),
-            _verdict(lambda: None),  # the class: checked with the model, by `walk`
+            _verdict(class_fits),
             _verdict(lambda: _walk_side(size)),
             _verdict(style_can_run),
             _verdict(lambda: _in_range(style_strength, "style strength", 0, 1)),

@@ -60,6 +60,7 @@ def video_format(path: str | os.PathLike[str], format: str | None = None) -> str
     """The container format for `path`: `format` if given, else from the suffix (.mp4/.m4v, .webm, .gif, .zip)."""
     suffix = Path(path).suffix.lower()
     if format is not None:
+        format = str(format).lower()
         if format not in VIDEO_FORMATS:
             raise ValueError(f"video format must be one of {VIDEO_FORMATS}, got {format!r}")
         if SUFFIX_FORMATS.get(suffix, format) != format:

@@ -108,6 +108,45 @@ def test_directions_are_cached_on_disk_by_weight_digest(studio: Studio, tmp_path
     assert torch.equal(reloaded.vectors, directions.vectors)
 
 
+@pytest.mark.parametrize("damage", ["wrong shape", "not finite"])
+def test_cached_directions_that_do_not_fit_are_computed_again(tmp_path, monkeypatch, damage: str) -> None:
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path))
+    computed = Studio(device="cpu").directions("omniart-eyes")
+    (cached,) = (tmp_path / "directions").glob("omniart-eyes-*.pt")
+    vectors = torch.zeros(8, 7) if damage == "wrong shape" else torch.full((8, 100), float("nan"))
+    torch.save({"vectors": vectors, "explained": computed.explained}, cached)
+    again = Studio(device="cpu").directions("omniart-eyes")
+    assert tuple(again.vectors.shape) == (8, 100) and bool(again.vectors.isfinite().all())
+    assert torch.allclose(again.vectors.norm(dim=1), torch.ones(8), atol=1e-5)
+    assert float((again.vectors[0] @ computed.vectors[0]).abs()) > 0.99  # the strongest direction found again
+
+
+def test_a_model_retrained_under_a_running_studio_is_loaded_again(tmp_path, monkeypatch) -> None:
+    """A model exported again into its folder (a resumed training) while a Studio runs: the next call uses the new
+    weights, and the digest and the directions follow them."""
+    from studio.models.dcgan import DCGANConfig, DCGANGenerator
+    from studio.training.export import export_generator
+
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "weights"
+    torch.manual_seed(0)
+    generator = DCGANGenerator(DCGANConfig(z_dim=8, num_classes=0, resolution=16, base_channels=8)).eval()
+    export_generator(generator, out_dir=weights / "mine", name="mine")
+    studio = Studio(device="cpu", weights_dir=weights)
+    before = studio.generate(model="mine", seed=4).images[0]
+    first_digest, first_directions = studio.weight_digest("mine"), studio.directions("mine", count=2)
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.normal_(0.0, 0.5)
+    export_generator(generator, out_dir=weights / "mine", name="mine")
+    after = studio.generate(model="mine", seed=4).images[0]
+    assert np.abs(pixels(after) - pixels(before)).mean() > 1
+    assert studio.weight_digest("mine") != first_digest
+    assert studio.directions("mine", count=2) is not first_directions
+    fresh = Studio(device="cpu", weights_dir=weights).generate(model="mine", seed=4)
+    assert np.array_equal(pixels(after), pixels(fresh.images[0]))
+
+
 def test_directions_work_when_the_cache_folder_cannot_be_written(studio: Studio, tmp_path, monkeypatch) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -130,6 +169,12 @@ def test_png_metadata_round_trips_to_the_same_image(studio: Studio, tmp_path) ->
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_a_generation_saved_as_jpeg_is_a_jpeg(studio: Studio, tmp_path) -> None:
+    result = studio.generate(model="omniart-eyes", seed=21)
+    with Image.open(result.save(tmp_path / "art.jpg")) as saved:
+        assert saved.format == "JPEG" and saved.size == (128, 128)
 
 
 def test_settings_are_read_from_a_grid_too_large_to_decode(studio: Studio, tmp_path) -> None:

@@ -66,6 +66,13 @@ def test_class_per_keyframe_and_noise_loop(studio: Studio, tmp_path) -> None:
         assert gif.n_frames == 10
     assert orbit.route == "a noise loop around seed 9 (spread 0.3)" and classes.route == "keyframes 1, 2"
     assert orbit.settings["spread"] == 0.3 and classes.settings["spread"] is None  # only a noise loop uses it
+    # a noise loop's class may come as a list of one, and the format in capitals
+    brown = studio.walk(model="omniart-eyes", seeds=[9], frames=2, path="noise-loop", class_name=["brown"],
+                        format="ZIP", out=tmp_path / "b.zip")  # fmt: skip
+    by_name = studio.walk(model="omniart-eyes", seeds=[9], frames=2, path="noise-loop", class_name="brown",
+                          out=tmp_path / "b2.zip")  # fmt: skip
+    assert brown.settings["format"] == "zip"
+    assert all(np.array_equal(a, b) for a, b in zip(zip_frames(brown.path), zip_frames(by_name.path), strict=True))
 
 
 def test_one_keyframe_makes_a_loop_around_it_and_says_so(studio: Studio, tmp_path, capsys) -> None:
@@ -134,6 +141,8 @@ def test_a_stop_can_keep_the_frames_made(studio: Studio, tmp_path) -> None:
         ({"style": "/no/such/painting.jpg"}, "style image was not found"),
         ({"class_name": ["blue"]}, "one class per keyframe"),
         ({"path": "zigzag"}, "path must be"),
+        ({"path": "noise-loop"}, r"a noise loop circles one seed: give one \(seeds=\[1\]\), or path='keyframes'"),
+        ({"seeds": [1], "path": "noise-loop", "class_name": ["blue", "brown"]}, "takes a single class, got 2"),
     ],
 )
 def test_bad_walk_settings_are_refused(studio: Studio, tmp_path, kwargs, message) -> None:
