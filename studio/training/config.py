@@ -21,6 +21,7 @@ from studio.training.metrics import FID_MODES
 
 PRECISIONS = ("auto", "bf16", "no")
 D_NORMS = ("auto", "batch", "none")
+MIN_BATCH_SIZE = 2  # BatchNorm needs two samples
 # Checkpoint settings that must match to resume (the rest, e.g. steps, budgets or sampling, may change).
 RESUME_KEYS = ("size", "z_dim", "g_channels", "d_channels", "loss", "d_norm", "spectral_norm", "batch_size")
 
@@ -95,7 +96,10 @@ class TrainConfig:
             ),
             (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
             (self.time_budget_s is None or self.time_budget_s > 0, "time budget must be positive seconds"),
-            (self.batch_size >= 2, f"batch size must be at least 2 (BatchNorm needs it), got {self.batch_size}"),
+            (
+                self.batch_size >= MIN_BATCH_SIZE,
+                f"batch size must be at least {MIN_BATCH_SIZE} (BatchNorm needs it), got {self.batch_size}",
+            ),
             (self.z_dim >= 1 and self.g_channels >= 1 and self.d_channels >= 1, "z_dim and channels must be >= 1"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.d_norm in D_NORMS, f"d_norm must be one of {D_NORMS}, got {self.d_norm!r}"),
@@ -208,11 +212,19 @@ def check_destination(config: TrainConfig) -> None:
     if config.name in builtin_models():
         raise ValueError(f"{config.name!r} is the name of a built-in model; give yours another name (--name)")
     data, out = config.data.expanduser().resolve(), config.out.expanduser().resolve()
-    if out.name in builtin_models() and out.parent == local_weights_dir().expanduser().resolve():
+    weights_dir = local_weights_dir().expanduser().resolve()
+    if out.name in builtin_models() and out.parent == weights_dir:
         raise ValueError(
             f"{config.out} is where the studio looks for its own copy of the built-in model {out.name!r}, so your "
             "model would replace it; choose another folder name"
         )
+    if out.parent == weights_dir:  # of two models there with one name, the studio lists only one
+        other_folder = _local_model_folders(weights_dir).get(config.name, out)
+        if other_folder != out:
+            raise ValueError(
+                f"{config.name!r} is already the name of the model in {other_folder}, so yours would not be listed; "
+                f"give yours another name (--name), or train into {other_folder} (--out) to resume or replace it"
+            )
     if out == data or data in out.parents:
         raise ValueError(
             f"the export folder {config.out} is inside the training images {config.data}, so its samples would be "
@@ -229,6 +241,17 @@ def check_destination(config: TrainConfig) -> None:
             )
     # checked now, not when the first checkpoint is written after loading every image
     check_folder_can_be_written(out, what=f"the export folder {config.out}", remedy="; choose another folder (--out)")
+
+
+def _local_model_folders(weights_dir: Path) -> dict[str, Path]:
+    """{name: folder} of the models the studio lists from `weights_dir` (a resolved path)."""
+    from studio.weights import discover_local_models
+
+    folders = {}
+    for spec in discover_local_models(weights_dir):
+        weight_file = Path(spec.sources[0].path)  # weights_dir/<model folder>/<the file config.json names>
+        folders[spec.name] = weights_dir / weight_file.relative_to(weights_dir).parts[0]
+    return folders
 
 
 @dataclass(frozen=True)

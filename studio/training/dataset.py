@@ -101,6 +101,11 @@ class ImageFolder:
         workers: int | None = None,
     ) -> None:
         self.root = Path(root)
+        if self.root.is_file():
+            raise ValueError(
+                f"training data {self.root} is a file, not a folder; give the folder that holds the pictures, "
+                f"such as {self.root.parent}"
+            )
         if not self.root.is_dir():
             raise ValueError(f"training data folder not found: {self.root}")
         if size < 8 or size & (size - 1):

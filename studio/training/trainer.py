@@ -38,6 +38,7 @@ from studio.models.dcgan import (
 from studio.training import checkpoint as ckpt
 from studio.training.augment import diff_augment, parse_policy
 from studio.training.config import (
+    MIN_BATCH_SIZE,
     RESUME_KEYS,
     TrainConfig,
     TrainProgress,
@@ -386,6 +387,15 @@ def _any_process(accelerator, flag: bool) -> bool:
 # --- the entry point -------------------------------------------------------------------------------------------------
 
 
+def _smaller_batch_advice(image_count: int) -> str:
+    """What to give --batch so that no batch repeats an image, never below the smallest batch training accepts."""
+    if image_count < MIN_BATCH_SIZE:
+        return f"add images, or give --batch {MIN_BATCH_SIZE} (the smallest) to repeat them least"
+    if image_count == MIN_BATCH_SIZE:
+        return f"--batch {MIN_BATCH_SIZE} shows each image at most once per step"
+    return f"--batch {MIN_BATCH_SIZE} to {image_count} shows each image at most once per step"
+
+
 def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
     """Train (or resume) a DCGAN on `config.data`; write samples, checkpoints and the exported model to `config.out`.
 
@@ -410,8 +420,8 @@ def train(config: TrainConfig, *, on_progress: Callable[[TrainProgress], None] |
             print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
         if config.batch_size > len(data):
             print(
-                f"note: a batch of {config.batch_size} is larger than the {len(data)} images, so every batch repeats "
-                f"some of them; --batch {len(data)} or less shows each image at most once per step",
+                f"note: a batch of {config.batch_size} is larger than the {len(data)} image{'s' * (len(data) != 1)}, "
+                f"so every batch repeats some of them; {_smaller_batch_advice(len(data))}",
                 file=sys.stderr,
             )
     if main:

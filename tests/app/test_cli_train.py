@@ -50,6 +50,13 @@ def test_train_then_generate_with_the_new_model(tmp_path, monkeypatch, capsys) -
     assert Image.open(out).size == (16, 16)
     assert read_png_settings(out).class_name == "blue"
 
+    # the same name into another folder would hide one of the two models: refused before training
+    again = ["train", "--data", str(tmp_path / "data"), "--name", "tints", "--out", str(weights / "tints-2")]
+    assert cli_main([*again, "--size", "16", "--steps", "3", "--batch", "4"]) == 2
+    error = capsys.readouterr().err
+    assert f"'tints' is already the name of the model in {weights / 'tints'}" in error and "--name" in error
+    assert not (weights / "tints-2").exists()
+
 
 def test_push_to_hub_targets_are_checked_before_training(tmp_path, monkeypatch, capsys) -> None:
     folder = tmp_path / "data"
@@ -63,3 +70,15 @@ def test_push_to_hub_targets_are_checked_before_training(tmp_path, monkeypatch, 
     assert cli_main([*base, "--push-to-hub", "me/my-gan"]) == 2
     assert "--push-to-hub: cannot push to the Hugging Face Hub while offline" in capsys.readouterr().err
     assert not out.exists()  # refused before any training
+
+
+def test_a_picture_given_as_data_is_named_as_a_file_not_a_missing_folder(tmp_path, capsys) -> None:
+    picture = tmp_path / "art" / "a.png"
+    picture.parent.mkdir()
+    Image.new("RGB", (16, 16)).save(picture)
+    out = tmp_path / "out"
+    assert cli_main(["train", "--data", str(picture), "--out", str(out), "--size", "16", "--steps", "1"]) == 2
+    error = capsys.readouterr().err
+    expected = f"{picture} is a file, not a folder; give the folder that holds the pictures, such as {picture.parent}"
+    assert expected in error
+    assert "not found" not in error and not out.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import replace
@@ -223,6 +224,28 @@ def test_a_batch_larger_than_the_images_trains_and_says_so(
     assert "a batch of 16 is larger than the 10 images" in capsys.readouterr().err
     train(replace(config, steps=2, progress_bar=True, batch_size=8, resume=False))
     assert "larger than" not in capsys.readouterr().err
+
+
+def test_the_note_on_a_batch_larger_than_the_images_never_suggests_a_batch_below_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_images(tmp_path / "one", 1, seed=5)
+    config = make_train_config(data=tmp_path / "one", out=tmp_path / "out", steps=1, **{**TINY, "progress_bar": True})
+    assert train(config).step == 1
+    note = capsys.readouterr().err
+    assert "--batch 1" not in note and "--batch 2 (the smallest)" in note
+    assert "a batch of 4 is larger than the 1 image," in note
+    write_images(tmp_path / "three", 3, seed=6)
+    train(replace(config, data=tmp_path / "three", out=tmp_path / "out3"))
+    assert "--batch 2 to 3 shows each image at most once per step" in capsys.readouterr().err
+
+
+def test_a_file_given_as_the_data_folder_is_named_as_a_file(tmp_path: Path) -> None:
+    write_images(tmp_path / "art", 1, seed=7)
+    picture = next((tmp_path / "art").iterdir())
+    message = f"{picture} is a file, not a folder; give the folder that holds the pictures, such as {tmp_path / 'art'}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(make_train_config(data=picture, out=tmp_path / "out", steps=1, **TINY))
 
 
 def test_conditional_training_from_nested_folders(class_folder: Path, tmp_path: Path) -> None:
@@ -547,6 +570,30 @@ def test_training_into_the_folder_of_a_built_in_model_is_refused(
     with pytest.raises(ValueError, match="its own copy of the built-in model 'omniart-eyes'"):
         train(config)
     assert not (weights / "omniart-eyes").exists()
+
+
+def test_a_name_another_local_model_has_is_refused_before_training(
+    flat_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(weights))
+    train(make_train_config(data=flat_folder, out=weights / "good-gan", steps=1, **TINY))
+    clash = make_train_config(data=flat_folder, out=weights / "good-gan-2", name="good-gan", steps=1, **TINY)
+    loaded: list[Path] = []
+    with monkeypatch.context() as patch:
+        patch.setattr("studio.training.trainer.ImageFolder", lambda folder, **_: loaded.append(folder))
+        other = weights / "good-gan"
+        message = f"'good-gan' is already the name of the model in {other}, so yours would not be listed; give yours "
+        message += f"another name (--name), or train into {other} (--out) to resume or replace it"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            train(clash)
+    assert loaded == [] and not (weights / "good-gan-2").exists()
+    # its own folder may be resumed; another name there, or the same name outside the weights folder, is fine
+    resumed = train(make_train_config(data=flat_folder, out=weights / "good-gan", name="good-gan", steps=2, **TINY))
+    assert resumed.resumed_from == 1
+    train(make_train_config(data=flat_folder, out=weights / "good-gan-2", steps=1, **TINY))
+    train(make_train_config(data=flat_folder, out=tmp_path / "elsewhere", name="good-gan", steps=1, **TINY))
+    assert sorted(spec.name for spec in discover_local_models(weights)) == ["good-gan", "good-gan-2"]
 
 
 def test_classes_are_linked_folders_followed_once_and_never_folders_of_unreadable_files(
