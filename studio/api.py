@@ -742,12 +742,14 @@ class Studio:
         labels = self._walk_labels(
             spec, class_name, keyframe_count=len(keyframe_seeds), frames=frames, loop=loop, easing=easing, path=path
         )
-        noise_seeds = [keyframe_seeds[0]]  # one noise pattern for the whole walk: injected noise must not flicker
+        frame_noise = self._walk_noise(keyframe_seeds, frames=frames, loop=loop, easing=easing, path=path)
+        frames_made = 0  # render_walk synthesizes the frames in order, each once
 
         def synthesize(z: Tensor, y: Tensor | None = None) -> Tensor:
-            return generation.synthesize(
-                generator, z, labels=y, psi=psi, seeds=noise_seeds * z.shape[0], device=self.device
-            )
+            nonlocal frames_made
+            noise = frame_noise(frames_made, z.shape[0]) if generation.uses_noise(generator) else None
+            frames_made += z.shape[0]
+            return generation.synthesize(generator, z, labels=y, psi=psi, noise=noise, device=self.device)
 
         frame_transform = None
         if style is not None:
@@ -796,6 +798,30 @@ class Studio:
             settings=settings,
         )
 
+    @staticmethod
+    def _walk_noise(
+        seeds: tuple[int, ...], *, frames: int, loop: bool, easing: str, path: str
+    ) -> Callable[[int, int], list[Any]]:
+        """(first frame, count) -> fresh noise sources for those frames of a walk, for generators that inject noise.
+        The noise changes smoothly and never flickers: between two keyframes it blends from the one seed's noise to
+        the other's (`NoiseBlend`), so each keyframe frame is the image Generate makes of its seed; a noise loop (or
+        a loop around one seed) keeps that seed's noise throughout."""
+        from studio.ops import generation, interpolation
+
+        if path == "noise-loop" or len(seeds) == 1:
+            return lambda first, count: generation.noise_generators([seeds[0]] * count)
+        starts, ends, weights = interpolation.keyframe_blends(len(seeds), frames=frames, loop=loop, easing=easing)
+
+        def noise_for(first: int, count: int) -> list[Any]:
+            chosen = slice(first, first + count)
+            return generation.blended_noise(
+                [seeds[i] for i in starts[chosen].tolist()],
+                [seeds[i] for i in ends[chosen].tolist()],
+                weights[chosen].tolist(),
+            )
+
+        return noise_for
+
     def _walk_labels(
         self,
         spec: ModelSpec,
@@ -828,9 +854,7 @@ class Studio:
         for index, name in enumerate(names):
             if name in (None, ""):  # an empty slot would silently take the first class
                 raise ValueError(f"keyframe {index + 1} has no class; give one class per keyframe, or a single one")
-        keys = torch.stack(
-            [generation.one_hot(class_index(spec, n), len(spec.classes), count=1)[0] for n in names]
-        )
+        keys = torch.stack([generation.one_hot(class_index(spec, n), len(spec.classes), count=1)[0] for n in names])
         return interpolation.label_path(keys, frames=frames, loop=loop, easing=easing)
 
     # --- helpers ----------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from studio.models.noise import NoiseBlend
+
 
 def seeded_latents(seeds: Sequence[int], *, z_dim: int) -> Tensor:
     """(N, z_dim) float32 on CPU; row i depends only on seeds[i], so a seed gives the same image in any batch
@@ -43,6 +45,15 @@ def noise_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + 0x7F4A7C15) % 2**63) for seed in seeds]
 
 
+def blended_noise(start_seeds: Sequence[int], end_seeds: Sequence[int], weights: Sequence[float]) -> list[NoiseBlend]:
+    """Per image, the noise of the image seeded by start_seeds[i] blended towards end_seeds[i]'s by weights[i]
+    (`NoiseBlend`; weight 0 is exactly the start seed's noise, as `noise_generators` gives it)."""
+    return [
+        NoiseBlend(start=start, end=end, weight=float(weight))
+        for start, end, weight in zip(noise_generators(start_seeds), noise_generators(end_seeds), weights, strict=True)
+    ]
+
+
 @torch.inference_mode()
 def synthesize(
     generator: nn.Module,
@@ -51,22 +62,26 @@ def synthesize(
     labels: Tensor | None = None,
     psi: float = 1.0,
     seeds: Sequence[int] | None = None,
+    noise: Sequence[torch.Generator | NoiseBlend] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 32,
 ) -> Tensor:
     """Images (N, 3, H, W) float32 in [-1, 1] on CPU from (N, z_dim) latents, batched, bf16 autocast on CUDA.
 
     `seeds` (one per latent) make injected noise reproducible; without them noise models use noise seeded by index.
+    `noise` (one source per latent, fresh: generators are used up as they draw) gives the noise itself instead.
     """
     outputs = []
     device = torch.device(device)
     noisy = uses_noise(generator)
-    if noisy and seeds is None:
-        seeds = range(latents.shape[0])
+    if noisy and noise is None:
+        noise = noise_generators(range(latents.shape[0]) if seeds is None else seeds)
+    if noisy and len(noise) != latents.shape[0]:
+        raise ValueError(f"got {len(noise)} noise sources for {latents.shape[0]} latents; give one per latent")
     for start in range(0, latents.shape[0], batch_size):
         z = latents[start : start + batch_size].to(device)
         y = None if labels is None else labels[start : start + batch_size].to(device)
-        extra: dict = {"noise_generator": noise_generators(seeds[start : start + batch_size])} if noisy else {}
+        extra: dict = {"noise_generator": noise[start : start + batch_size]} if noisy else {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             images = _forward(generator, z, y, psi, extra)
         outputs.append(images.float().clamp_(-1, 1).cpu())

@@ -361,6 +361,23 @@ def label_path(
     return sample_path(labels, positions, loop=loop, easing=easings, method="lerp")
 
 
+def keyframe_blends(
+    num_keyframes: int, *, frames: int, loop: bool = False, easing: str | Sequence[str] = "spline"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For each frame of `keyframe_path`'s schedule, its segment's start and end keyframe (indices, (F,) long) and how
+    far along (F,) float64 in [0, 1] it is, eased as `label_path` eases (ease-in-out for spline segments): what a
+    quantity that is not a latent (a generator's injected noise) blends by, keyframes landing on weight 0 (and the
+    last frame of an open path on weight 1 of the last segment)."""
+    segments = num_keyframes if loop else num_keyframes - 1
+    easings = ["ease-in-out" if name == "spline" else name for name in _per_segment_easings(easing, max(segments, 1))]
+    segment, local = _split_positions(frame_positions(num_keyframes, frames=frames, loop=loop), segments)
+    weight = local.clone()
+    for j, name in enumerate(easings):
+        mask = segment == j
+        weight[mask] = ease(local[mask], name)
+    return segment, (segment + 1) % num_keyframes, weight
+
+
 # --- noise loops ----------------------------------------------------------------------------------------------------
 
 

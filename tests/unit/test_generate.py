@@ -384,3 +384,33 @@ def test_projected_gan_truncates_in_feature_space_and_noise_follows_the_seed(sma
     halfway = synthesize(generator, latents, seeds=[7, 7, 7, 7], psi=0.5)
     full = synthesize(generator, latents, seeds=[7, 7, 7, 7], psi=1.0)
     assert 0 < halfway.std(dim=0).mean() < full.std(dim=0).mean()
+
+
+def test_a_walk_of_a_noise_model_passes_through_each_seeds_generated_image(small_projected_gan: str, tmp_path) -> None:
+    """Injected noise blends from one keyframe seed's to the next's, so every keyframe frame is the picture Generate
+    makes of its seed, not only the first one."""
+    import io
+    import zipfile
+
+    studio = Studio(device="cpu")
+    walk = studio.walk(model=small_projected_gan, seeds=[5, 9, 2], frames=8, loop=False, out=tmp_path / "w.zip")
+    with zipfile.ZipFile(walk.path) as archive:
+        frames = [pixels(Image.open(io.BytesIO(archive.read(name)))) for name in sorted(archive.namelist())]
+    assert len(frames) == 8
+    for index, seed in ((0, 5), (4, 9), (7, 2)):  # 7 frames between keyframes: segments of 4 and 3
+        generated = pixels(studio.generate(model=small_projected_gan, seed=seed).images[0])
+        assert np.abs(frames[index] - generated).max() <= 1, f"frame {index} should be seed {seed}'s picture"
+    assert np.abs(frames[2] - frames[0]).mean() > 1 and np.abs(frames[2] - frames[4]).mean() > 1  # in between
+
+
+def test_blended_noise_keeps_unit_variance_and_its_ends_exact() -> None:
+    from studio.models.noise import draw_noise
+    from studio.ops.generation import blended_noise, noise_generators
+
+    like = torch.zeros(3, 8, 64, 64)
+    blends = draw_noise(like, blended_noise([1, 1, 1], [2, 2, 2], [0.0, 0.5, 1.0]), global_rng_on_cpu=False)
+    own = draw_noise(like, noise_generators([1, 0, 2]), global_rng_on_cpu=False)
+    assert torch.equal(blends[0], own[0]) and torch.equal(blends[2], own[2])
+    halfway = blends[1]
+    torch.testing.assert_close(halfway, (own[0] + own[2]) / 2**0.5, atol=1e-6, rtol=0)  # cos = sin = 1/sqrt(2)
+    assert 0.9 < float(halfway.std()) < 1.1
