@@ -371,10 +371,10 @@ class Studio:
         with self._lock_for(("load", key)):
             loaded = self._models.get(key)
             if loaded is None or not loaded.is_current(spec):
-                from studio.loader import load_model, resolve_weights
+                from studio.loader import fetch_model
 
-                path = resolve_weights(spec, progress=progress)
-                module = load_model(spec, path=path).to(self.device)
+                fetched = fetch_model(spec, progress=progress)
+                module, path = fetched.module.to(self.device), fetched.path
                 loaded = _LoadedModel(module=module, spec=spec, path=path, file_state=_file_state(path))
                 self._models[key] = loaded
             return loaded.module

@@ -15,7 +15,7 @@ from studio.files import check_folder_can_be_written
 from studio.registry import DEFAULT_GENERATOR
 
 if TYPE_CHECKING:
-    from studio.api import StylizeResult
+    from studio.api import Studio, StylizeResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     weight_commands = weights.add_subparsers(dest="weights_command", required=True)
     listing = weight_commands.add_parser("list", help="every known model, where its weights come from, cached or not")
     listing.set_defaults(handler=_weights_list)
-    fetch = weight_commands.add_parser("fetch", help="download (if needed) and verify a model's weights")
+    fetch = weight_commands.add_parser("fetch", help="download (if needed), verify and load a model's weights")
     fetch.add_argument("names", nargs="+", metavar="NAME")
     fetch.add_argument("--force", action="store_true", help="download again even if cached")
     fetch.set_defaults(handler=_weights_fetch)
@@ -241,26 +241,37 @@ def _megabytes(size: int | None) -> str:
 
 
 def _weights_fetch(args: argparse.Namespace) -> int:
-    """Fetch every named model, report each, and exit non-zero if any could not be had."""
+    """Fetch, check and load every named model, report each, and exit non-zero if any could not be had."""
     from studio.api import Studio
-    from studio.loader import resolve_weights
-    from studio.weights import WeightsIntegrityError, WeightsUnavailable, pinned, resolve, sha256_of
+    from studio.weights import WeightsIntegrityError, WeightsUnavailable
 
     studio = Studio()
     failures = 0
     for name in args.names:
         try:
-            spec = studio.spec(name)
-            path = resolve(spec.sources[0], what=name, force=True) if args.force else resolve_weights(spec)
+            print(_fetch_and_load(studio, name, force=args.force))
         except (ValueError, WeightsUnavailable, WeightsIntegrityError) as error:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
-            continue
-        digest = sha256_of(path)
-        checked = digest in {pinned(source).sha256 for source in spec.sources}
-        verdict = "verified" if checked else "not verified: no sha256 is pinned for it yet"
-        print(f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {digest[:16]}...) {verdict}")
     return 2 if failures else 0
+
+
+def _fetch_and_load(studio: Studio, name: str, *, force: bool) -> str:
+    """Resolve a model's weights (downloading them if needed or forced) and load them, as the app would; the line
+    that says what was checked. ValueError when the file does not load."""
+    from studio.loader import fetch_model
+    from studio.weights import pinned
+
+    spec = studio.spec(name)
+    fetched = fetch_model(spec, force=force)
+    path, digest = fetched.path, fetched.digest
+    if fetched.pinned_before:
+        verdict = "verified"
+    elif digest in {pinned(source).sha256 for source in spec.sources}:
+        verdict = "pinned now (first use): there was no sha256 to verify it against; it must match from now on"
+    else:
+        verdict = "not verified: no sha256 is pinned for it yet"
+    return f"{name}: {path} ({_megabytes(path.stat().st_size)}, sha256 {digest[:16]}...) {verdict}"
 
 
 def _stylize(args: argparse.Namespace) -> int:

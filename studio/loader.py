@@ -7,6 +7,7 @@ Each foreign checkpoint layout has one named function below that maps its state 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,18 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 
 from studio.models.vgg import CONV_NAMES
 from studio.registry import ModelSpec
-from studio.weights import ProgressCallback, WeightsUnavailable, load_state_dict, load_strict, resolve
+from studio.weights import (
+    ProgressCallback,
+    WeightsUnavailable,
+    cached_path,
+    forget_pinned_digest,
+    load_state_dict,
+    load_strict,
+    pinned,
+    remedy_for,
+    resolve,
+    sha256_of,
+)
 
 StateDict = dict[str, Any]
 
@@ -159,6 +171,41 @@ def resolve_weights(spec: ModelSpec, *, progress: ProgressCallback | None = None
         except WeightsUnavailable as error:
             errors.append(str(error))
     raise WeightsUnavailable(" | ".join(errors) or f"{spec.name} has no weight source")
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A model resolved and loaded by `fetch_model`: the module, its weight file, and whether the file's sha256 was
+    pinned before (checked against a known digest) or was pinned by this very fetch (first use)."""
+
+    module: nn.Module
+    path: Path
+    digest: str
+    pinned_before: bool
+
+
+def fetch_model(spec: ModelSpec, *, progress: ProgressCallback | None = None, force: bool = False) -> FetchedModel:
+    """Resolve (download if needed or `force`d, verify) and load a model.
+
+    A file that does not load (wrong layout, truncated, not a checkpoint) is a ValueError that names it, says why and
+    what to do; if this very call pinned it (first use), the pin is dropped again, so that the right file is not
+    refused later for not matching it.
+    """
+    digests_pinned_before = {pinned(source).sha256 for source in spec.sources} - {None}
+    path = resolve(spec.sources[0], what=spec.name, force=True) if force else resolve_weights(spec, progress=progress)
+    digest = sha256_of(path)
+    try:
+        module = load_model(spec, path=path)
+    except (ValueError, RuntimeError) as error:
+        if digest not in digests_pinned_before:
+            for source in spec.sources:
+                forget_pinned_digest(source, digest)
+        source = next((source for source in spec.sources if cached_path(source) == path), spec.sources[0])
+        raise ValueError(
+            f"{spec.name}: {path} (sha256 {digest[:16]}...) does not load, so the model cannot be used "
+            f"({str(error).rstrip('.')}); {remedy_for(source, spec.name)}."
+        ) from None
+    return FetchedModel(module=module, path=path, digest=digest, pinned_before=digest in digests_pinned_before)
 
 
 def load_model(spec: ModelSpec, *, path: Path | None = None, progress: ProgressCallback | None = None) -> nn.Module:

