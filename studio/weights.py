@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -320,6 +321,13 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         f"connect to the internet and try again (python -m studio weights fetch {what} downloads it ahead of "
         "time), or point HF_ENDPOINT at a Hub mirror you can reach"
     )
+    outcome = "could not be downloaded again" if force else "is not cached"
+    unknown_host = None if offline else _unresolvable_host(os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT)
+    if unknown_host is not None:  # the library would retry for about 25 s before saying so
+        raise WeightsUnavailable(
+            f"{what} {outcome} and the Hub could not be reached ({unknown_host}); {fetch_hint} (it comes from "
+            f"{source.repo_id}/{source.filename})"
+        )
     try:
         downloaded = _hf_hub_download(source, offline=offline, force=force, progress=progress)
     except LocalEntryNotFoundError as error:
@@ -334,7 +342,6 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
             state = f"the Hub answered HTTP {status} (try again later)"
         else:
             state = f"the Hub could not be reached ({_reason(cause)})"
-        outcome = "could not be downloaded again" if force else "is not cached"
         raise WeightsUnavailable(
             f"{what} {outcome} and {state}; {fetch_hint} (it comes from {source.repo_id}/{source.filename})"
         ) from None
@@ -370,6 +377,25 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         if commit:
             _record_pin(_pin_key(source), revision=commit)
     return path
+
+
+HUB_ENDPOINT = "https://huggingface.co"
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _unresolvable_host(url: str) -> str | None:
+    """Why the host of `url` has no address (no network, no DNS), or None when it resolves or that cannot be told
+    here (behind a proxy, which resolves names itself)."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host or any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as error:
+        return f"{host}: {error.strerror or error}"
+    except OSError:
+        return None
+    return None
 
 
 def _hf_hub_download(source: HubFile, *, offline: bool, force: bool, progress: ProgressCallback | None) -> str:

@@ -372,6 +372,28 @@ def test_force_without_a_network_says_the_hub_could_not_be_reached(
     assert "connect to the internet and try again" in message and "ValueError" not in message
 
 
+def test_a_hub_whose_name_does_not_resolve_is_reported_at_once_without_the_librarys_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub
+
+    from studio import weights
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("asked the library, which retries for about 25 s before it gives up")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", never)
+    monkeypatch.setenv("HF_ENDPOINT", "http://no-such-hub.invalid")  # .invalid never resolves (RFC 6761)
+    for name in weights._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(WeightsUnavailable) as error:
+        resolve(HubFile(REPO, FILE), what=NAME)
+    assert f"{NAME} is not cached and the Hub could not be reached (no-such-hub.invalid: " in str(error.value)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy resolves names itself: leave it to the library
+    with pytest.raises(WeightsUnavailable, match="AssertionError: asked the library"):
+        resolve(HubFile(REPO, FILE), what=NAME)
+
+
 def test_a_damaged_file_in_a_wheel_says_to_reinstall_its_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
