@@ -82,6 +82,7 @@ WALK_STOP_WAIT_SECONDS = 120  # how long Stop waits for a walk to finish the fil
 STYLIZE_STOPPED = "**Stopped** before the first picture."
 STYLE_SLOTS = 3
 STYLE_METHODS = [("Gatys: optimisation, works offline", "gatys"), ("AdaIN: fast, downloads its weights", "adain")]
+ADAIN_OFFLINE_CHOICE = ("AdaIN: fast, needs its weights (offline now: not here)", "adain")
 DEFAULT_SEED = 7
 # (photo, painting) pairs offered as one-click examples; the files and their credits are in studio/assets/examples
 EXAMPLE_PAIRS = (
@@ -109,6 +110,8 @@ footer { opacity: 0.7; }
 @media (max-width: 600px) {
   #generate-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(88px, 1fr)) !important; }
 }
+/* a caption is a picture's seed, up to 10 digits: the whole number, not "seed 1925003…" */
+#generate-gallery .caption-label { white-space: normal; overflow-wrap: anywhere; text-overflow: clip; }
 """
 
 
@@ -535,6 +538,7 @@ class _Job:
         self.stop_requested = threading.Event()
         self._ended = threading.Event()
         self._outputs: tuple[Any, ...] | None = None
+        self.shown: str | None = None  # the summary of what the job has on show so far (a picture so far)
 
     def hand_over(self, outputs: tuple[Any, ...]) -> None:
         self._outputs = outputs
@@ -601,6 +605,11 @@ def _event_still_running() -> bool:
 
 
 PictureSoFar = Callable[[int, int, Callable[[], StylizeResult]], None]
+
+
+def _stopped_stylize_info(shown: str | None) -> str:
+    """The Stylize summary after a Stop: what the picture on show is, or that there was none yet."""
+    return STYLIZE_STOPPED if shown is None else f"**Stopped.** {shown}"
 
 
 def _showing_pictures(render: Callable[[PictureSoFar], StylizeResult], *, every: float) -> Iterator[StylizeResult]:
@@ -945,7 +954,7 @@ class StudioUI:
         )
         progress(0, desc=f"Stylizing: preparing{tuning_note}")
         shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
-        with self._stoppable(request, "stylize", progress, "steps") as (on_progress, _):
+        with self._stoppable(request, "stylize", progress, "steps") as (on_progress, job):
 
             def render(on_picture: PictureSoFar) -> StylizeResult:
                 return self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture)
@@ -954,13 +963,14 @@ class StudioUI:
                 for result in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
                     path = self._save_stylized(result, arguments)
                     self.outputs.show(_session(request), "stylize", [path])
-                    yield path, path, self._stylize_info(result, arguments, time.perf_counter() - started)
+                    job.shown = self._stylize_info(result, arguments, time.perf_counter() - started)
+                    yield path, path, job.shown
                     if shown is not None:
                         self.outputs.discard(Path(shown))
                     shown = path
-            except Cancelled:
-                if shown is None:  # stopped before the first picture: say so; otherwise that picture stays on show
-                    yield gr.update(), gr.update(), STYLIZE_STOPPED
+            except Cancelled:  # the picture so far stays on show (sent again: the run's last outputs are whole)
+                kept = gr.update() if shown is None else shown
+                yield kept, kept, _stopped_stylize_info(job.shown)
 
     def stylize_preview(
         self,
@@ -985,10 +995,16 @@ class StudioUI:
             return gr.update(), gr.update()
         if not content or not any((style_1, style_2, style_3)):
             return gr.update(), ""
-        unavailable = (
-            "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
-            "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
-        )
+        if self._adain_missing_offline():
+            unavailable = (
+                "Live previews use AdaIN, whose weights are not on this machine, and the studio is offline: "
+                "choose Gatys and press **Stylize**."
+            )
+        else:
+            unavailable = (
+                "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
+                "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
+            )
         if not all(is_cached(self.studio.spec(name)) for name in ADAIN_MODELS):
             return gr.update(), unavailable  # a slider drag never waits for a download (or a network timeout)
         try:
@@ -1359,7 +1375,7 @@ class StudioUI:
         settings = result.settings
         directions = f" · {_directions_text(settings['directions'])}" if settings["directions"] else ""
         summary = (
-            f"**{model}** · {result.route}{directions} · {result.frames} frames at {result.fps:g} fps "
+            f"**{model}** · {result.route}{directions} · {_count(result.frames, 'frame')} at {result.fps:g} fps "
             f"({result.frames / result.fps:.1f} s) · {result.width}×{result.height} {settings['format'].upper()}"
             f"{f' ({result.size_note})' if result.size_note else ''} · rendered in {result.seconds:.1f} s"
         )
@@ -1395,14 +1411,11 @@ class StudioUI:
             value=file if is_gif else None, visible=is_gif
         )
 
-    def stop(self, kind: str) -> Callable[..., None]:
-        """A Stop button's handler without outputs: stops this visitor's running `kind` job."""
-
-        def stop_job(request: gr.Request = None) -> None:  # type: ignore[assignment]
-            self.jobs.stop(_session(request), kind)
-
-        stop_job.__name__ = f"stop_{kind}"
-        return stop_job
+    def stop_stylize(self, request: gr.Request = None) -> Any:  # type: ignore[assignment]
+        """Stop this visitor's style transfer; the summary says so (its picture so far stays on show). No change
+        when none was running."""
+        job = self.jobs.stop(_session(request), "stylize")
+        return gr.update() if job is None else _stopped_stylize_info(job.shown)
 
     def stop_walk(self, request: gr.Request = None) -> tuple[Any, Any, Any, Any]:  # type: ignore[assignment]
         """Stop this visitor's walk and show the file of the frames it made: the video player (MP4, WebM), the GIF
@@ -1712,15 +1725,18 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                         )
                                     )
                             mask = UploadedImage(
-                                label=(
-                                    "Mask for two styles (AdaIN): white areas take style 1, black areas style 2 "
-                                    "(in a picture with transparency: opaque areas style 1, transparent style 2)"
-                                ),
+                                label="Mask for two styles (AdaIN): white = style 1, black = style 2",
+                                # with transparency, opaque = style 1 (imaging.mask_band)
                                 type="filepath",
                                 sources=["upload"],
                                 height=160,
                             )
-                        method = CheckedRadio(STYLE_METHODS, value="gatys", label="Method", elem_id="stylize-method")
+                        methods = (
+                            STYLE_METHODS[:1] + [ADAIN_OFFLINE_CHOICE]
+                            if ui._adain_missing_offline()
+                            else STYLE_METHODS
+                        )
+                        method = CheckedRadio(methods, value="gatys", label="Method", elem_id="stylize-method")
                         strength = CheckedSlider(
                             0.0,
                             1.0,
@@ -1860,10 +1876,12 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             )
                             with gr.Row():
                                 walk_directions = _direction_sliders("walk-direction")
+                    with gr.Column(scale=3, min_width=360):
+                        # above the video, not below the settings: the render, its progress and its result stay
+                        # in one view however far down the settings were scrolled
                         with gr.Row():
                             walk_button = gr.Button("Render walk", variant="primary", elem_id="walk-button")
                             walk_stop = gr.Button("Stop", variant="stop", elem_id="walk-stop")
-                    with gr.Column(scale=3, min_width=360):
                         walk_video = gr.Video(
                             label="Walk",
                             autoplay=True,
@@ -1949,6 +1967,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             "the first PNG and the first seed.",
         )
         generate_on(dice.click(ui.random_seed, None, seed, api_name="random_seed", queue=False).then, "generate_dice")
+        generate_on(seed.submit, "generate_seed")  # Enter in the seed box
         # One listener for all the sliders, so that its "always_last" also orders renders across them: two listeners
         # could run at once and the older picture could land last.
         slider_moves = functools.partial(gr.on, [control.input for control in (psi, *directions, class_name)])
@@ -2053,6 +2072,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             "and a summary.",
             concurrency_id="walk",
             concurrency_limit=CONCURRENCY["walk"],
+            show_progress_on=[walk_info],  # one progress bar, next to the button, not one on each output
         )
         walk_event.success(
             ui.walk_preview,
@@ -2119,13 +2139,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             "settings), the same file and a summary.",
             concurrency_id="stylize",
             concurrency_limit=CONCURRENCY["stylize"],
+            show_progress_on=[stylize_info],  # over the summary: the picture so far stays in view as it grows
         )
         stylize_stop.click(
-            ui.stop("stylize"), None, None, cancels=[stylize_event], api_name="stop_stylize", queue=False
+            ui.stop_stylize, None, stylize_info, cancels=[stylize_event], api_name="stop_stylize", queue=False
         )
         preview_fn = _gpu(30)(_friendly_errors(ui.stylize_preview))
         gr.on(
-            [control.input for control in (strength, *style_weights, preserve_color)],
+            [control.input for control in (method, strength, *style_weights, preserve_color)],
             preview_fn,
             stylize_inputs,
             [stylized, stylize_info],

@@ -625,7 +625,8 @@ def test_stylize_preview_without_adain_weights_is_a_quiet_note(client: Client) -
         api_name="/stylize_preview",
     )  # fmt: skip
     assert image == {"__type__": "update"}  # the picture on show stays as it is
-    assert "AdaIN" in note and "weights fetch adain-encoder adain-decoder" in note
+    # the app under test is offline: fetching cannot help, so the note does not suggest it
+    assert "AdaIN" in note and "the studio is offline: choose Gatys" in note and "fetch" not in note
 
 
 def test_stylize_preview_leaves_a_gatys_picture_and_its_summary_alone(client: Client) -> None:
@@ -683,6 +684,8 @@ def test_stylize_preview_never_starts_a_download(monkeypatch: pytest.MonkeyPatch
     """A slider drag must not wait for AdaIN's weights (with a network but no Hub, that is a 23 s timeout)."""
     from studio.ui import StudioUI
 
+    for switch in ("HF_HUB_OFFLINE", "STUDIO_OFFLINE"):  # online: the note says how to fetch them
+        monkeypatch.delenv(switch, raising=False)
     studio = Studio(device="cpu")
 
     def load(name: str, **_: object) -> None:
@@ -859,6 +862,7 @@ def test_the_stop_button_keeps_the_picture_so_far(client: Client, monkeypatch: p
     image, download, summary = job.result(timeout=30)  # no error: the run ends on its latest picture
     settings = json.loads(Image.open(image).text["gan-art-studio:stylize"])
     assert 2 <= settings["steps"] < 1000 and f"the picture after {settings['steps']} of 1000 steps" in summary
+    assert summary.startswith("**Stopped.**")
     assert Path(download).read_bytes() == Path(image).read_bytes()
 
 
@@ -1032,6 +1036,20 @@ def test_a_style_transfer_stopped_before_its_first_picture_says_so(monkeypatch: 
         )
     )  # fmt: skip
     assert shown == [({"__type__": "update"}, {"__type__": "update"}, STYLIZE_STOPPED)]
+
+
+def test_the_stylize_stop_button_says_stopped_and_what_stays_on_show() -> None:
+    from types import SimpleNamespace
+
+    from studio.ui import STYLIZE_STOPPED, StudioUI
+
+    ui = StudioUI(Studio(device="cpu"))
+    request = SimpleNamespace(session_hash="visitor")
+    assert ui.stop_stylize(request) == {"__type__": "update"}  # nothing running: nothing changes
+    job = ui.jobs.start("visitor", "stylize")
+    assert ui.stop_stylize(request) == STYLIZE_STOPPED and job.stop_requested.is_set()
+    job.shown = "**gatys** · the picture after 16 of 200 steps"
+    assert ui.stop_stylize(request) == "**Stopped.** **gatys** · the picture after 16 of 200 steps"
 
 
 def test_stop_walk_shows_what_the_walk_handed_over_or_says_stopped() -> None:
