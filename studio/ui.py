@@ -1249,7 +1249,7 @@ class StudioUI:
         fmt = str(video_format or "mp4").lower()
         out = self.outputs.path(walk_file_stem(model, keyframes), walk_suffix(fmt))
         progress(0, desc="Rendering the walk")
-        with self._stoppable(request, "walk", progress, "frames") as (on_progress, job):
+        with self._stoppable(request, "walk", progress, "frames", then="finishing the file") as (on_progress, job):
             try:
                 result = self.studio.walk(
                     model=model,
@@ -1275,7 +1275,10 @@ class StudioUI:
                 outputs: tuple[Any, Any, str] = (gr.update(), gr.update(), WALK_STOPPED)
             else:
                 playable = str(result.path) if fmt in ("mp4", "webm") else None
-                outputs = (playable, str(result.path), self._walk_info(result, model))
+                summary = self._walk_info(result, model)
+                if job.stop_requested.is_set() and not result.stopped_early:
+                    summary += "  \nStop came after the last frame was made: the walk is whole."
+                outputs = (playable, str(result.path), summary)
                 self.outputs.show(_session(request), "walk", [result.path])
             job.hand_over(outputs)  # a Stop on the page cancels this event: its handler shows these instead
         yield outputs
@@ -1434,16 +1437,19 @@ class StudioUI:
 
     @contextlib.contextmanager
     def _stoppable(
-        self, request: gr.Request | None, kind: str, progress: Any, unit: str
+        self, request: gr.Request | None, kind: str, progress: Any, unit: str, *, then: str = ""
     ) -> Iterator[tuple[Callable[[int, int], bool], _Job]]:
         """An `on_progress(done, total)` for the studio, which moves the progress bar and answers False once the
-        job is stopped, and the running job."""
+        job is stopped, and the running job. `then`: what the job still does after its last unit (said then)."""
         session = _session(request)
         job = self.jobs.start(session, kind)
 
         def on_progress(done: int, total: int) -> bool:
             if progress is not None:
-                progress((int(done), int(total)), desc=f"{kind.capitalize()}: {done} of {total} {unit}", unit=unit)
+                desc = f"{kind.capitalize()}: {done} of {total} {unit}" + (
+                    f", {then}" if then and done >= total else ""
+                )
+                progress((int(done), int(total)), desc=desc, unit=unit)
             return not job.stop_requested.is_set() and _event_still_running()
 
         try:
@@ -1802,7 +1808,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                 elem_id="pairing-examples",
                             )
 
-            with gr.Tab("Latent walk", id="walk"):
+            with gr.Tab("Walk", id="walk"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
                         walk_model = gr.Dropdown(

@@ -1052,6 +1052,31 @@ def test_the_stylize_stop_button_says_stopped_and_what_stays_on_show() -> None:
     assert ui.stop_stylize(request) == "**Stopped.** **gatys** · the picture after 16 of 200 steps"
 
 
+def test_a_walk_says_when_it_is_finishing_its_file_and_when_a_stop_came_too_late() -> None:
+    from types import SimpleNamespace
+
+    from studio.ui import StudioUI
+
+    ui = StudioUI(Studio(device="cpu"))
+    request = SimpleNamespace(session_hash="visitor")
+    said: list[str] = []
+
+    def progress(_: object, *, desc: str = "", **__: object) -> None:
+        said.append(desc)
+        if desc.endswith("finishing the file"):  # the last frame is made: a Stop now cannot shorten the walk
+            ui.jobs.stop("visitor", "walk")
+
+    (outputs,) = list(
+        ui.walk("omniart-eyes", "3, 14", 4, 12, False, "linear", "gif", 1.0, "blue", "native", None, 1.0,
+                request=request, progress=progress)
+    )  # fmt: skip
+    assert said[-1] == "Walk: 4 of 4 frames, finishing the file"
+    assert (
+        "4 frames at 12 fps" in outputs[2]
+        and "Stop came after the last frame was made: the walk is whole." in outputs[2]
+    )
+
+
 def test_stop_walk_shows_what_the_walk_handed_over_or_says_stopped() -> None:
     import threading
     from types import SimpleNamespace

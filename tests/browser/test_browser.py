@@ -361,7 +361,7 @@ def test_a_refusal_about_the_route_is_cleared_when_the_route_changes(page) -> No
         fresh.set_default_timeout(60_000)
         fresh.goto(page.url)
         fresh.wait_for_selector(GALLERY_IMAGES)  # the page is up and has run its first event
-        fresh.get_by_role("tab", name="Latent walk").click()
+        fresh.get_by_role("tab", name="Walk").click()
         assert "," in fresh.locator("#walk-seeds textarea").input_value()  # several keyframes
         fresh.locator("#walk-route").get_by_text("noise loop around one seed").click()
         fresh.wait_for_function("() => !document.querySelector('#walk-spread input[type=range]').disabled")
