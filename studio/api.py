@@ -38,7 +38,6 @@ from studio.weights import (
     WeightsUnavailable,
     discover_local_models,
     local_model_problems,
-    sha256_of,
     studio_cache_dir,
     with_dropped_in_weights,
 )
@@ -312,7 +311,7 @@ class Studio:
         self._device: str | None = None
         self._weights_dir = Path(weights_dir) if weights_dir else None
         self._models: dict[tuple[str, str, str], _LoadedModel] = {}
-        self._directions: dict[tuple[str, int], tuple[nn.Module, LatentDirections]] = {}  # with the generator's module
+        self._directions: dict[tuple[str, int], tuple[str, LatentDirections]] = {}  # with the weights' sha256
         self._adain: AdaINStylizer | None = None
         self._gram_cache: Any = None
         self._temporary: Path | None = None
@@ -363,26 +362,33 @@ class Studio:
         """The model on this studio's device, loaded once and cached; loaded again when its weights change on disk
         (a model retrained into its folder, a file dropped into weights/<name>/), so a running app never serves
         weights older than the ones it reports."""
+        return self._loaded(name, progress=progress).module
+
+    def weight_digest(self, name: str) -> str:
+        """sha256 of the weight file the loaded model came from (as it was when loaded)."""
+        return self._loaded(name).digest
+
+    def _loaded(self, name: str, *, progress: ProgressCallback | None = None) -> _LoadedModel:
         spec = self.spec(name)
         key = (name, self.device, "float32")
         loaded = self._models.get(key)  # loaded models are served without waiting for a load in progress
         if loaded is not None and loaded.is_current(spec):
-            return loaded.module
+            return loaded
         with self._lock_for(("load", key)):
             loaded = self._models.get(key)
             if loaded is None or not loaded.is_current(spec):
                 from studio.loader import fetch_model
 
                 fetched = fetch_model(spec, progress=progress)
-                module, path = fetched.module.to(self.device), fetched.path
-                loaded = _LoadedModel(module=module, spec=spec, path=path, file_state=_file_state(path))
+                loaded = _LoadedModel(
+                    module=fetched.module.to(self.device),
+                    spec=spec,
+                    path=fetched.path,
+                    digest=fetched.digest,
+                    file_state=_file_state(fetched.path),
+                )
                 self._models[key] = loaded
-            return loaded.module
-
-    def weight_digest(self, name: str) -> str:
-        """sha256 of the weight file the loaded model came from."""
-        self.load(name)
-        return sha256_of(self._models[(name, self.device, "float32")].path)
+            return loaded
 
     # --- generate ---------------------------------------------------------------------------------------------
 
@@ -452,16 +458,17 @@ class Studio:
         """GANSpace-style directions of a generator, computed once and cached on disk by the weights' sha256."""
         key = (model, count)
         with self._lock_for(("directions", key)):
-            generator = self.load(model)
+            loaded = self._loaded(model)  # one snapshot: the module and the digest of the same weights
+            generator = loaded.module
             known = self._directions.get(key)
-            if known is not None and known[0] is generator:  # not computed for weights since replaced
+            if known is not None and known[0] == loaded.digest:  # not computed for weights since replaced
                 return known[1]
             import torch
 
             from studio.ops import generation
             from studio.ops.directions import LatentDirections, find_directions
 
-            cache = studio_cache_dir() / "directions" / f"{model}-{self.weight_digest(model)[:16]}-{count}.pt"
+            cache = studio_cache_dir() / "directions" / f"{model}-{loaded.digest[:16]}-{count}.pt"
             found: LatentDirections | None = None
             if cache.is_file():
                 try:
@@ -484,7 +491,7 @@ class Studio:
                         torch.save({"vectors": found.vectors, "explained": found.explained}, temporary)
                 except (OSError, RuntimeError):  # a read-only or full cache: keep them for this process only
                     pass
-            self._directions[key] = (generator, found)
+            self._directions[key] = (loaded.digest, found)
             return found
 
     # --- stylize ----------------------------------------------------------------------------------------------
@@ -845,6 +852,8 @@ class Studio:
             names = list(class_name)
             if len(names) != 1:
                 raise ValueError(f"a noise loop circles one seed, so it takes a single class, got {len(names)}")
+            if names[0] in (None, ""):  # an empty slot would silently take the first class
+                raise ValueError("the noise loop's class is empty: name a class, or leave the class out")
             class_name = names[0]
         if class_name is None or isinstance(class_name, str):
             return generation.one_hot(class_index(spec, class_name), len(spec.classes), count=1)[0]
@@ -918,6 +927,7 @@ class _LoadedModel:
     module: nn.Module
     spec: ModelSpec
     path: Path
+    digest: str  # sha256 of the file as it was loaded
     file_state: tuple[int, int, int] | None
 
     def is_current(self, spec: ModelSpec) -> bool:

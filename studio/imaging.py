@@ -17,7 +17,7 @@ import threading
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -76,7 +76,7 @@ def load_image(
     if decoded is not None:
         _check_dimensions(decoded.size, max_side, name)
         return decoded.copy()  # the caller may change its picture; the kept one stays as decoded
-    image = _to_rgb(_decoded_upright(source, max_side, name))
+    image = _decoded_upright(source, max_side, name, convert=_to_rgb)
     if identity is None:
         return image
     _decoded_files.put(identity, image)
@@ -86,7 +86,7 @@ def load_image(
 def load_mask(source: ImageSource, *, max_side: int | None = None, name: str = "mask") -> Image.Image:
     """Open a mask as 8-bit greyscale (mode "L"), upright: `mask_band` of the picture. Same checks and errors as
     `load_image`."""
-    return mask_band(_decoded_upright(source, max_side, name))
+    return _decoded_upright(source, max_side, name, convert=mask_band)
 
 
 def mask_band(image: Image.Image) -> Image.Image:
@@ -104,15 +104,17 @@ def mask_band(image: Image.Image) -> Image.Image:
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def _decoded_upright(source: ImageSource, max_side: int | None, name: str) -> Image.Image:
-    """The picture decoded (a GIF's first frame) and turned upright by its EXIF orientation, in its own mode."""
+def _decoded_upright(
+    source: ImageSource, max_side: int | None, name: str, *, convert: Callable[[Image.Image], Image.Image]
+) -> Image.Image:
+    """The picture decoded (a GIF's first frame), turned upright by its EXIF orientation and `convert`ed."""
     image = source if isinstance(source, Image.Image) else open_image(source, name=name)
     _check_dimensions(image.size, max_side, name)
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
-        return ImageOps.exif_transpose(image) or image
+        return convert(ImageOps.exif_transpose(image) or image)
     except MemoryError:
         raise
     except Exception as error:  # corrupt data makes PIL raise OSError, SyntaxError, ValueError, TypeError, ...

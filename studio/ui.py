@@ -1341,7 +1341,7 @@ class StudioUI:
         def fps_fits() -> None:
             from studio.ops.video import MAX_GIF_FPS
 
-            if _in_range(fps, "fps", 1, 60) > MAX_GIF_FPS and video_format == "gif":
+            if _in_range(fps, "fps", 1, 60) > MAX_GIF_FPS and str(video_format).lower() == "gif":
                 raise ValueError(
                     f"GIF plays at most {MAX_GIF_FPS:g} fps (its delays are in 1/100 s, and browsers slow faster "
                     "ones down): lower the fps, or choose mp4 or webm"

@@ -205,7 +205,10 @@ def forget_pinned_digest(source: WeightSource, digest: str) -> None:
     del pins[key]["sha256"]
     if not pins[key]:
         del pins[key]
-    write_text_when_done(_pins_path(), json.dumps(pins, indent=2, sort_keys=True), make_folder=True)
+    try:
+        write_text_when_done(_pins_path(), json.dumps(pins, indent=2, sort_keys=True), make_folder=True)
+    except OSError:
+        pass  # a read-only cache: the pin stays, and the error that brought us here is the one to report
 
 
 def pinned(source: WeightSource) -> WeightSource:
@@ -322,7 +325,8 @@ def _download_from_hub(source: HubFile, *, what: str, progress: ProgressCallback
         "time), or point HF_ENDPOINT at a Hub mirror you can reach"
     )
     outcome = "could not be downloaded again" if force else "is not cached"
-    unknown_host = None if offline else _unresolvable_host(os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT)
+    must_download = not offline and (force or _hub_cached(source) is None)  # a cached file is served as it is
+    unknown_host = _unresolvable_host(os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT) if must_download else None
     if unknown_host is not None:  # the library would retry for about 25 s before saying so
         raise WeightsUnavailable(
             f"{what} {outcome} and the Hub could not be reached ({unknown_host}); {fetch_hint} (it comes from "

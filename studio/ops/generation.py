@@ -45,13 +45,17 @@ def noise_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + 0x7F4A7C15) % 2**63) for seed in seeds]
 
 
-def blended_noise(start_seeds: Sequence[int], end_seeds: Sequence[int], weights: Sequence[float]) -> list[NoiseBlend]:
+def blended_noise(
+    start_seeds: Sequence[int], end_seeds: Sequence[int], weights: Sequence[float]
+) -> list[torch.Generator | NoiseBlend]:
     """Per image, the noise of the image seeded by start_seeds[i] blended towards end_seeds[i]'s by weights[i]
-    (`NoiseBlend`; weight 0 is exactly the start seed's noise, as `noise_generators` gives it)."""
-    return [
-        NoiseBlend(start=start, end=end, weight=float(weight))
-        for start, end, weight in zip(noise_generators(start_seeds), noise_generators(end_seeds), weights, strict=True)
-    ]
+    (`NoiseBlend`; weight 0 is exactly the start seed's noise, as `noise_generators` gives it). Where both seeds
+    are the same, that seed's generator as it is: a blend of a noise with itself would swell it by up to sqrt(2)."""
+    sources: list[torch.Generator | NoiseBlend] = []
+    for start_seed, end_seed, weight in zip(start_seeds, end_seeds, weights, strict=True):
+        start, end = noise_generators([start_seed, end_seed])
+        sources.append(start if start_seed == end_seed else NoiseBlend(start=start, end=end, weight=float(weight)))
+    return sources
 
 
 @torch.inference_mode()

@@ -444,6 +444,7 @@ def test_walk_formats_and_frame_size(client: Client) -> None:
         ),
         ({"seeds": "1, 2, 3, 4", "frames": 3}, ValidationError, "- frames: 3 frames cannot show 4 keyframes"),
         ({"fmt": "gif", "fps": 55}, ValidationError, "- fps: GIF plays at most 50 fps"),
+        ({"fmt": "GIF", "fps": 55}, ValidationError, "- fps: GIF plays at most 50 fps"),
         ({"class_name": "purple"}, ValidationError, "- class_name: omniart-eyes has no class 'purple'; choose one of"),
         ({"fmt": "avi"}, ValidationError, "- video_format: video format must be one of ('mp4', 'webm', 'gif', 'zip')"),
         ({"easing": "bounce"}, ValidationError, "- easing: easing must be one of"),

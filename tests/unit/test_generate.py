@@ -414,3 +414,6 @@ def test_blended_noise_keeps_unit_variance_and_its_ends_exact() -> None:
     halfway = blends[1]
     torch.testing.assert_close(halfway, (own[0] + own[2]) / 2**0.5, atol=1e-6, rtol=0)  # cos = sin = 1/sqrt(2)
     assert 0.9 < float(halfway.std()) < 1.1
+    # neighbouring keyframes of one seed (seeds 5, 5, 9): that seed's noise, not a blend of it with itself
+    same = draw_noise(like[:1], blended_noise([1], [1], [0.5]), global_rng_on_cpu=False)
+    assert torch.equal(same[0], own[0])

@@ -272,7 +272,7 @@ def test_a_palette_mask_with_a_transparent_colour_is_its_alpha() -> None:
     assert np.all(pixels(mask)[:, :4] == 255) and np.all(pixels(mask)[:, 4:] == 0)
 
 
-def test_an_opaque_mask_is_its_brightness_upright_and_checked() -> None:
+def test_an_opaque_mask_is_its_brightness_and_checked() -> None:
     card = gradient()
     assert np.array_equal(pixels(load_mask(encode(card, "PNG"))), pixels(card.convert("L")))
     with pytest.raises(ValueError, match="mask is not a picture file"):

@@ -143,6 +143,7 @@ def test_a_stop_can_keep_the_frames_made(studio: Studio, tmp_path) -> None:
         ({"path": "zigzag"}, "path must be"),
         ({"path": "noise-loop"}, r"a noise loop circles one seed: give one \(seeds=\[1\]\), or path='keyframes'"),
         ({"seeds": [1], "path": "noise-loop", "class_name": ["blue", "brown"]}, "takes a single class, got 2"),
+        ({"seeds": [1], "path": "noise-loop", "class_name": [""]}, "the noise loop's class is empty"),
     ],
 )
 def test_bad_walk_settings_are_refused(studio: Studio, tmp_path, kwargs, message) -> None:

@@ -394,6 +394,24 @@ def test_a_hub_whose_name_does_not_resolve_is_reported_at_once_without_the_libra
         resolve(HubFile(REPO, FILE), what=NAME)
 
 
+def test_a_cached_hub_file_is_used_when_the_hubs_name_does_not_resolve(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name check before a download must not stand in the way of a file already here (a laptop that fetched
+    its models, then lost its network without switching the studio offline)."""
+    from studio import weights
+
+    commit = hub_server.add_file(REPO, FILE, b"weights")
+    source = HubFile(REPO, FILE, revision=commit)
+    cached = resolve(source, what=NAME)
+    monkeypatch.setenv("HF_ENDPOINT", "http://no-such-hub.invalid")
+    for name in weights._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert resolve(source, what=NAME) == cached
+    with pytest.raises(WeightsUnavailable, match="could not be downloaded again and the Hub could not be reached"):
+        resolve(source, what=NAME, force=True)
+
+
 def test_a_damaged_file_in_a_wheel_says_to_reinstall_its_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
