@@ -250,7 +250,10 @@ def _local_model_folders(weights_dir: Path) -> dict[str, Path]:
     folders = {}
     for spec in discover_local_models(weights_dir):
         weight_file = Path(spec.sources[0].path)  # weights_dir/<model folder>/<the file config.json names>
-        folders[spec.name] = weights_dir / weight_file.relative_to(weights_dir).parts[0]
+        try:
+            folders[spec.name] = weights_dir / weight_file.relative_to(weights_dir).parts[0]
+        except ValueError:  # a config.json naming a file outside its folder: no folder to point at
+            continue
     return folders
 
 
