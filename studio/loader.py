@@ -194,8 +194,9 @@ def fetch_model(spec: ModelSpec, *, progress: ProgressCallback | None = None, fo
     digests_pinned_before = {pinned(source).sha256 for source in spec.sources} - {None}
     path = resolve(spec.sources[0], what=spec.name, force=True) if force else resolve_weights(spec, progress=progress)
     digest = sha256_of(path)
+    module = build_module(spec)  # a config that does not fit is the config's fault: its own message, the pin kept
     try:
-        module = load_model(spec, path=path)
+        module = _load_weights_into(module, spec, path)
     except (ValueError, RuntimeError) as error:
         if digest not in digests_pinned_before:
             for source in spec.sources:
@@ -214,7 +215,10 @@ def load_model(spec: ModelSpec, *, path: Path | None = None, progress: ProgressC
     The result is for inference (`prepare_for_inference`): spectral norms are computed once into plain weights.
     """
     path = path or resolve_weights(spec, progress=progress)
-    module = build_module(spec)
+    return _load_weights_into(build_module(spec), spec, path)
+
+
+def _load_weights_into(module: nn.Module, spec: ModelSpec, path: Path) -> nn.Module:
     state = convert_state_dict(spec.key_format, load_state_dict(path), what=spec.name)
     load_strict(module, state, what=f"{spec.name} ({path.name})")
     return prepare_for_inference(module)

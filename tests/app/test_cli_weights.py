@@ -221,6 +221,21 @@ def test_weights_fetch_fails_for_weights_that_do_not_load(
     assert capsys.readouterr().out.startswith(f"my-eyes: {trained / 'model.safetensors'} ")
 
 
+def test_weights_fetch_blames_a_config_that_does_not_fit_not_the_file(
+    isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained = Path(isolated["STUDIO_WEIGHTS_DIR"]) / "my-eyes"
+    trained.mkdir(parents=True)
+    tiny = {"z_dim": 8, "num_classes": 0, "resolution": 16, "base_channels": 4}
+    save_tiny_dcgan(trained / "model.safetensors", tiny)  # a good file
+    hand_edited = {**tiny, "channels_base": 4}  # a key the architecture does not have
+    (trained / "config.json").write_text(json.dumps({"architecture": "dcgan", "config": hand_edited}))
+    assert main(["weights", "fetch", "my-eyes"]) == 2
+    error = capsys.readouterr().err
+    assert "does not fit" in error and "check the model's config.json" in error
+    assert "does not load" not in error and "--out" not in error  # nothing wrong with the file itself
+
+
 def test_weights_fetch_does_not_pin_a_cached_file_that_does_not_load(
     isolated: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
