@@ -601,7 +601,7 @@ class Studio:
         from studio.ops.adain import AdaINSettings
 
         if mask is not None:
-            mask = imaging.load_mask(mask, name="mask")
+            mask = imaging.load_mask(mask, name="mask", reuse=True)
         settings = AdaINSettings(
             alpha=strength,
             content_size=size,

@@ -71,22 +71,37 @@ def load_image(
     reuse: a file decoded recently, unchanged since, is not decoded again (`DecodedFiles`); for uploads that are
     read many times, not for a folder read once.
     """
+    return _decoded(source, max_side=max_side, name=name, reuse=reuse, convert=_to_rgb)
+
+
+def load_mask(
+    source: ImageSource, *, max_side: int | None = None, name: str = "mask", reuse: bool = False
+) -> Image.Image:
+    """Open a mask as 8-bit greyscale (mode "L"), upright: `mask_band` of the picture. Same checks, errors and
+    `reuse` as `load_image`."""
+    return _decoded(source, max_side=max_side, name=name, reuse=reuse, convert=mask_band)
+
+
+def _decoded(
+    source: ImageSource,
+    *,
+    max_side: int | None,
+    name: str,
+    reuse: bool,
+    convert: Callable[[Image.Image], Image.Image],
+) -> Image.Image:
+    """`_decoded_upright`, or with `reuse` the copy kept of the same file decoded the same way (`DecodedFiles`)."""
     identity = DecodedFiles.identity(source) if reuse else None
-    decoded = _decoded_files.get(identity) if identity is not None else None
+    key = None if identity is None else (convert.__name__, identity)
+    decoded = _decoded_files.get(key) if key is not None else None
     if decoded is not None:
         _check_dimensions(decoded.size, max_side, name)
         return decoded.copy()  # the caller may change its picture; the kept one stays as decoded
-    image = _decoded_upright(source, max_side, name, convert=_to_rgb)
-    if identity is None:
+    image = _decoded_upright(source, max_side, name, convert=convert)
+    if key is None:
         return image
-    _decoded_files.put(identity, image)
+    _decoded_files.put(key, image)
     return image.copy()
-
-
-def load_mask(source: ImageSource, *, max_side: int | None = None, name: str = "mask") -> Image.Image:
-    """Open a mask as 8-bit greyscale (mode "L"), upright: `mask_band` of the picture. Same checks and errors as
-    `load_image`."""
-    return _decoded_upright(source, max_side, name, convert=mask_band)
 
 
 def mask_band(image: Image.Image) -> Image.Image:
@@ -135,10 +150,12 @@ def _check_dimensions(size: tuple[int, int], max_side: int | None, name: str) ->
 
 
 FileIdentity = tuple[str, int, int, int, int]
+DecodedKey = tuple[str, FileIdentity]  # (how it was decoded, which file)
 
 
 class DecodedFiles:
-    """The pictures `load_image(..., reuse=True)` decoded last, by file, least recently used first out.
+    """The pictures `load_image` and `load_mask` (with reuse=True) decoded last, by file and how it was decoded
+    (as RGB, as a mask), least recently used first out.
 
     The Stylize tab decodes its uploads in the page's validator and again in the run, and every AdaIN preview
     during a slider drag decodes them once more: a 12-megapixel PNG takes 0.3 s on 2 cores, twice an AdaIN
@@ -149,7 +166,7 @@ class DecodedFiles:
 
     def __init__(self, max_pixels: int) -> None:
         self.max_pixels = max_pixels
-        self._pictures: OrderedDict[FileIdentity, Image.Image] = OrderedDict()
+        self._pictures: OrderedDict[DecodedKey, Image.Image] = OrderedDict()
         self._pixels = 0
         self._lock = threading.Lock()
 
@@ -167,21 +184,21 @@ class DecodedFiles:
             return None
         return path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
-    def get(self, identity: FileIdentity) -> Image.Image | None:
+    def get(self, key: DecodedKey) -> Image.Image | None:
         with self._lock:
-            picture = self._pictures.get(identity)
+            picture = self._pictures.get(key)
             if picture is not None:
-                self._pictures.move_to_end(identity)
+                self._pictures.move_to_end(key)
             return picture
 
-    def put(self, identity: FileIdentity, picture: Image.Image) -> None:
+    def put(self, key: DecodedKey, picture: Image.Image) -> None:
         pixels = picture.width * picture.height
         if pixels > self.max_pixels:
             return
         with self._lock:
-            if identity in self._pictures:
+            if key in self._pictures:
                 return
-            self._pictures[identity] = picture
+            self._pictures[key] = picture
             self._pixels += pixels
             while self._pixels > self.max_pixels:
                 _, oldest = self._pictures.popitem(last=False)

@@ -1064,7 +1064,7 @@ class StudioUI:
                 return
             if method != "adain":
                 raise ValueError(MASK_NEEDS_ADAIN)
-            load_mask(mask, name="mask")  # decodes within the pixel limit
+            load_mask(mask, name="mask", reuse=True)  # decodes within the pixel limit; the run reuses it
             check_mask_styles(sum(1 for style in styles if style))
 
         def style_fits(index: int) -> None:

@@ -329,6 +329,18 @@ def test_a_reused_file_is_decoded_once_and_each_caller_gets_its_own_copy(tmp_pat
     assert len(counted_opens) == 2
 
 
+def test_a_reused_mask_is_decoded_once_and_kept_apart_from_the_same_file_as_a_picture(
+    tmp_path: Path, counted_opens
+) -> None:
+    path = tmp_path / "strokes.png"
+    half_and_half_alpha().save(path)
+    first = load_mask(path, reuse=True)
+    assert load_mask(path, reuse=True).tobytes() == first.tobytes() and len(counted_opens) == 1
+    picture = load_image(path, reuse=True)  # the same file as an upload: composited RGB, not the mask
+    assert picture.mode == "RGB" and first.mode == "L" and len(counted_opens) == 2
+    assert load_mask(path, reuse=True).mode == "L" and len(counted_opens) == 2
+
+
 def test_a_reused_file_rewritten_in_place_is_decoded_anew(tmp_path: Path, counted_opens) -> None:
     path = tmp_path / "card.png"
     gradient().save(path)
