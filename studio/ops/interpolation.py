@@ -203,6 +203,15 @@ def _split_positions(positions: Tensor, segments: int) -> tuple[Tensor, Tensor]:
     return segment, positions - segment
 
 
+def _eased(segment: Tensor, local: Tensor, easings: Sequence[str]) -> Tensor:
+    """Local times (P,) with each point's segment's easing applied."""
+    eased = local.clone()
+    for j, name in enumerate(easings):
+        mask = segment == j
+        eased[mask] = ease(local[mask], name)
+    return eased
+
+
 def _per_segment_easings(easing: str | Sequence[str], segments: int) -> list[str]:
     if isinstance(easing, str):
         check_easing(easing)
@@ -249,10 +258,7 @@ def sample_path(
     start = segment
     end = (segment + 1) % num_keys
     spline_segments = torch.tensor([name == "spline" for name in easings], dtype=torch.bool)
-    eased = local.clone()
-    for j, name in enumerate(easings):
-        mask = segment == j
-        eased[mask] = ease(local[mask], name)
+    eased = _eased(segment, local, easings)
 
     if method == "lerp":
         out = keys[start] + eased[:, None] * (keys[end] - keys[start])
@@ -356,7 +362,7 @@ def label_path(
     if labels.dim() != 2:
         raise ValueError(f"labels must be a (K, C) tensor, got shape {tuple(labels.shape)}")
     segments = labels.shape[0] if loop else labels.shape[0] - 1
-    easings = ["ease-in-out" if name == "spline" else name for name in _per_segment_easings(easing, max(segments, 1))]
+    easings = _easings_without_overshoot(easing, segments)
     positions = frame_positions(labels.shape[0], frames=frames, frames_per_segment=frames_per_segment, loop=loop)
     return sample_path(labels, positions, loop=loop, easing=easings, method="lerp")
 
@@ -369,13 +375,15 @@ def keyframe_blends(
     quantity that is not a latent (a generator's injected noise) blends by, keyframes landing on weight 0 (and the
     last frame of an open path on weight 1 of the last segment)."""
     segments = num_keyframes if loop else num_keyframes - 1
-    easings = ["ease-in-out" if name == "spline" else name for name in _per_segment_easings(easing, max(segments, 1))]
+    easings = _easings_without_overshoot(easing, segments)
     segment, local = _split_positions(frame_positions(num_keyframes, frames=frames, loop=loop), segments)
-    weight = local.clone()
-    for j, name in enumerate(easings):
-        mask = segment == j
-        weight[mask] = ease(local[mask], name)
-    return segment, (segment + 1) % num_keyframes, weight
+    return segment, (segment + 1) % num_keyframes, _eased(segment, local, easings)
+
+
+def _easings_without_overshoot(easing: str | Sequence[str], segments: int) -> list[str]:
+    """Per-segment timing for what blends between keyframes rather than following the latent path (labels, noise):
+    "spline" segments ease in and out, the smooth curve that never leaves [0, 1] as a Catmull-Rom spline would."""
+    return ["ease-in-out" if name == "spline" else name for name in _per_segment_easings(easing, max(segments, 1))]
 
 
 # --- noise loops ----------------------------------------------------------------------------------------------------
