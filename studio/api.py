@@ -605,8 +605,7 @@ class Studio:
         settings = AdaINSettings(
             alpha=strength,
             content_size=size,
-            # styles are encoded at 512 px, or at the output limit when that is smaller
-            style_size=min(AdaINSettings.style_size, imaging.max_side_from_env()),
+            style_size=_adain_style_size(),
             style_weights=weights,
             preserve_color=preserve_color,
         )
@@ -651,13 +650,13 @@ class Studio:
 
     def _walk_stylizer(self, style: imaging.ImageSource, *, strength: float) -> Callable[[Tensor], Tensor]:
         """A frame transform for walks: AdaIN with the style's statistics computed once."""
-        from studio.ops.adain import ENCODER_TAP, AdaINSettings, blend_styles
+        from studio.ops.adain import ENCODER_TAP, blend_styles
 
         alpha = _check_number(strength, "style strength", 0.0, 1.0)
         # decoded first, so that a bad file is named before any download
         style_image = imaging.load_image(style, name="style image", reuse=True)
         stylizer = self.adain()
-        stats = stylizer.style_stats(style_image, size=min(AdaINSettings.style_size, imaging.max_side_from_env()))
+        stats = stylizer.style_stats(style_image, size=_adain_style_size())
 
         def transform(images: Tensor) -> Tensor:
             unit = imaging.signed_to_unit(images).to(stylizer.device)
@@ -953,6 +952,13 @@ def _directions_fit(directions: LatentDirections, *, count: int, z_dim: int) -> 
         and bool(vectors.isfinite().all())
         and bool(explained.isfinite().all())
     )
+
+
+def _adain_style_size() -> int:
+    """The long side AdaIN encodes styles at: its default (512 px), or the output limit when that is smaller."""
+    from studio.ops.adain import AdaINSettings
+
+    return min(AdaINSettings.style_size, imaging.max_side_from_env())
 
 
 def gatys_scales(size: int) -> int:

@@ -538,7 +538,7 @@ class _Job:
         self.stop_requested = threading.Event()
         self._ended = threading.Event()
         self._outputs: tuple[Any, ...] | None = None
-        self.shown: str | None = None  # the summary of what the job has on show so far (a picture so far)
+        self.shown_summary: str | None = None  # the summary of what the job has on show so far (a picture so far)
 
     def hand_over(self, outputs: tuple[Any, ...]) -> None:
         self._outputs = outputs
@@ -963,14 +963,14 @@ class StudioUI:
                 for result in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
                     path = self._save_stylized(result, arguments)
                     self.outputs.show(_session(request), "stylize", [path])
-                    job.shown = self._stylize_info(result, arguments, time.perf_counter() - started)
-                    yield path, path, job.shown
+                    job.shown_summary = self._stylize_info(result, arguments, time.perf_counter() - started)
+                    yield path, path, job.shown_summary
                     if shown is not None:
                         self.outputs.discard(Path(shown))
                     shown = path
             except Cancelled:  # the picture so far stays on show (sent again: the run's last outputs are whole)
                 kept = gr.update() if shown is None else shown
-                yield kept, kept, _stopped_stylize_info(job.shown)
+                yield kept, kept, _stopped_stylize_info(job.shown_summary)
 
     def stylize_preview(
         self,
@@ -995,18 +995,8 @@ class StudioUI:
             return gr.update(), gr.update()
         if not content or not any((style_1, style_2, style_3)):
             return gr.update(), ""
-        if self._adain_missing_offline():
-            unavailable = (
-                "Live previews use AdaIN, whose weights are not on this machine, and the studio is offline: "
-                "choose Gatys and press **Stylize**."
-            )
-        else:
-            unavailable = (
-                "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
-                "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
-            )
         if not all(is_cached(self.studio.spec(name)) for name in ADAIN_MODELS):
-            return gr.update(), unavailable  # a slider drag never waits for a download (or a network timeout)
+            return gr.update(), self._no_adain_preview()  # a slider drag never waits for a download (or a timeout)
         try:
             arguments = self._stylize_arguments(
                 content,
@@ -1022,7 +1012,7 @@ class StudioUI:
             )
             result = self.studio.stylize(**arguments, preview=True)
         except (WeightsUnavailable, WeightsIntegrityError):
-            return gr.update(), unavailable
+            return gr.update(), self._no_adain_preview()
         except ValueError as error:  # a setting the Stylize button would refuse too: say so, without a pop-up
             return gr.update(), f"No preview: {_without_upload_folders(str(error))}"
         path = self.outputs.path("preview", ".png")
@@ -1030,6 +1020,18 @@ class StudioUI:
         return str(
             path
         ), f"Preview ({result.image.width}×{result.image.height}, AdaIN) · press **Stylize** for the full picture"
+
+    def _no_adain_preview(self) -> str:
+        """The preview's note when AdaIN's weights are not here: where to get them, unless the studio is offline."""
+        if self._adain_missing_offline():
+            return (
+                "Live previews use AdaIN, whose weights are not on this machine, and the studio is offline: "
+                "choose Gatys and press **Stylize**."
+            )
+        return (
+            "Live previews use AdaIN, whose weights are not on this machine (fetch them in the Models tab, or "
+            "`python -m studio weights fetch adain-encoder adain-decoder`). Press **Stylize** for a full render."
+        )
 
     def check_stylize_inputs(
         self,
@@ -1418,7 +1420,7 @@ class StudioUI:
         """Stop this visitor's style transfer; the summary says so (its picture so far stays on show). No change
         when none was running."""
         job = self.jobs.stop(_session(request), "stylize")
-        return gr.update() if job is None else _stopped_stylize_info(job.shown)
+        return gr.update() if job is None else _stopped_stylize_info(job.shown_summary)
 
     def stop_walk(self, request: gr.Request = None) -> tuple[Any, Any, Any, Any]:  # type: ignore[assignment]
         """Stop this visitor's walk and show the file of the frames it made: the video player (MP4, WebM), the GIF

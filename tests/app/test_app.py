@@ -1049,7 +1049,7 @@ def test_the_stylize_stop_button_says_stopped_and_what_stays_on_show() -> None:
     assert ui.stop_stylize(request) == {"__type__": "update"}  # nothing running: nothing changes
     job = ui.jobs.start("visitor", "stylize")
     assert ui.stop_stylize(request) == STYLIZE_STOPPED and job.stop_requested.is_set()
-    job.shown = "**gatys** · the picture after 16 of 200 steps"
+    job.shown_summary = "**gatys** · the picture after 16 of 200 steps"
     assert ui.stop_stylize(request) == "**Stopped.** **gatys** · the picture after 16 of 200 steps"
 
 
