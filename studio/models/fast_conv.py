@@ -12,27 +12,30 @@ direct oneDNN convolution on many of those layers:
 - "direct": torch's own convolution, the reference.
 Not used: a fourth algorithm for layers with 3 channels on one side (one matrix product and nine shifted copies or
 sums) ran VGG's first layer backward at 256 px in 4.0 instead of 7.5 ms and AdaIN's last decoder layer at 512 px in
-24 instead of 40 ms, but the 64 px trials kept NNPACK on the first and a Gatys step did not change beyond its noise
-(0.32-0.33 s); 1% of an AdaIN run did not pay for a fourth code path.
+24 instead of 40 ms, but a Gatys step did not change beyond its noise (0.32-0.33 s); 1% of an AdaIN run did not pay
+for a fourth code path. (Direct convolution, chosen there now, takes VGG's first layer at 256 px 1.6 ms forward and
+5.2 ms backward, NNPACK 3.2 and 9.7.)
 On 2 AMD EPYC (AVX2) cores direct convolution runs at 190-200 GFLOP/s, while the batched matrix products at the
 heart of our Winograd run at 100-125 GFLOP/s (torch's MKL sgemm, 140 GFLOP/s on large square products there): so
 Winograd's 4x fewer multiplications give 1.5-2x, not 4x. A grouped 1x1 convolution in place of those products (to
 run them in oneDNN) was 2-10x slower.
 The winner depends on the CPU, the layer and the picture size, so on the first call for an input shape
-`FrozenConv3x3` times every algorithm once on that input (on a 64 px corner of a larger one: timing every algorithm
-on a 512 px AdaIN run whole made its first run 7.4 s instead of 2.5 s; on corners it is 2.9 s), returns the fastest
-one's output and uses that algorithm from then on. A trial's winner is recorded (`TrialRecord`, in the studio's
-cache folder) by the layer's channels and the trial's shape, and reused by every later input with that trial: another
-layer of the same shape, another photo's aspect ratio or output size, and later processes on this machine. So results
-repeat exactly across runs and processes; with per-process trials, three 30-step Gatys runs at 256 px in three
-processes gave two different pictures (pixels up to 31 levels apart), as timing noise picked NNPACK on one layer
-in one process and Winograd in the others. The first step of a 512 px Gatys run came 5.1 s after the call with
+`FrozenConv3x3` times every algorithm twice on that input and counts each one's faster run (a first call can include
+one-off set-up), returns the fastest one's output and uses that algorithm from then on. The trials run on a corner of
+a large input (`FrozenConv3x3._trial_input`: at least 64 px a side, more while the layer is cheap): timing every
+algorithm on a 512 px AdaIN run whole made its first run 7.4 s instead of 2.5 s. Corners of a fixed 64 px, timed
+once, had picked NNPACK for VGG's first layer, where it is twice as slow at full size, and our Winograd for the
+512-channel layer at 1/16 scale, where direct is faster: a 256 px Gatys step took 0.326 s with those picks and 0.297 s
+with the present trials' (medians of five runs each, taken in turn).
+A trial's winner is recorded (`TrialRecord`, in the studio's cache folder) by the layer's channels and the trial's
+shape, and reused by every later input with that trial: another layer of the same shape, another photo's aspect
+ratio or output size, and later processes on this machine. So results repeat exactly across runs and processes;
+with per-process trials, three 30-step Gatys runs at 256 px in three processes gave two different pictures (pixels
+up to 31 levels apart), as timing noise picked NNPACK on one layer in one process and Winograd in the others. The first step of a 512 px Gatys run came 5.1 s after the call with
 per-layer trials, 3.4 s with shared ones, 2.6 s in the next process (1.4 s once the style's Grams are cached too).
 All three algorithms agree with torch's convolution to about 1e-5 relative.
-Timing each algorithm twice in a row and keeping its best time made no steady difference (a 256 px Gatys step
-0.315 s on average against 0.313 s, three runs each), so each is timed once. Such comparisons need idle OpenMP
-threads to sleep, as `studio` sets up when it is imported before torch: with them spinning, the trials picked
-direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s.
+Such comparisons need idle OpenMP threads to sleep, as `studio` sets up when it is imported before torch: with them
+spinning, the trials picked direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s.
 
 The gradient with respect to the input of a 3x3 convolution with zero padding p is a convolution of the output
 gradient with the weights flipped in space and transposed in channels and padding 2 - p, so the backward pass is
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import platform
 import threading
 import time
@@ -100,7 +104,11 @@ _OUTPUT_TRANSFORM = (  # A^T
     (0, 1, -1, 8, -8, 1),
 )
 _TILE = 6  # input tile side
-TRIAL_SIDE = 64  # the algorithms are timed on at most this many pixels a side of a layer's input
+# The algorithms are timed on a corner of a layer's input: at least TRIAL_SIDE pixels a side (or all of a smaller
+# input), and larger, up to the whole input, while torch's direct convolution of it stays under TRIAL_FLOPS.
+TRIAL_SIDE = 64
+TRIAL_FLOPS = 1e9
+TRIAL_RULES = 2  # raised whenever the trials change how they choose, so that recorded winners are chosen again
 _STEP = 4  # output tile side
 
 
@@ -154,8 +162,12 @@ def _cpu_name() -> str:
 
 
 def _machine_fingerprint() -> str:
-    """What a trial's outcome depends on besides the layer's shape: the CPU, the thread count and torch's build."""
-    return f"{_cpu_name()}; {torch.get_num_threads()} threads; torch {torch.__version__}; nnpack {_nnpack_available()}"
+    """What a trial's outcome depends on besides the layer's shape: the CPU, the thread count, torch's build and how
+    trials are run (TRIAL_RULES: records of an older rule are timed afresh)."""
+    return (
+        f"{_cpu_name()}; {torch.get_num_threads()} threads; torch {torch.__version__}; nnpack {_nnpack_available()}; "
+        f"trials {TRIAL_RULES}"
+    )
 
 
 class TrialRecord:
@@ -261,12 +273,25 @@ class FrozenConv3x3:
         self.chosen[key] = chosen
         return output
 
-    def _fastest(self, direction: Direction, x: Tensor) -> tuple[Algorithm, Tensor]:
-        """Time every candidate once on `x`, or on a corner of it at most TRIAL_SIDE on a side (a large input would
-        make the trials cost several runs' time), unless a trial of that shape was timed before; return the fastest
-        and its output on `x`. A candidate that fails is left out."""
+    def _trial_input(self, x: Tensor) -> Tensor:
+        """The corner of `x` that the algorithms are timed on (see TRIAL_SIDE and TRIAL_FLOPS): a large input would
+        make the trials cost several runs' time, and a small corner misjudges the layers whose time grows unlike
+        the corner's (on VGG's first layer at 256 px, NNPACK won on 64 px but took twice direct's time)."""
         height, width = x.shape[-2:]
-        trial = x[..., :TRIAL_SIDE, :TRIAL_SIDE].contiguous() if max(height, width) > TRIAL_SIDE else x
+        flops_per_pixel = 2 * 9 * self.conv.in_channels * self.conv.out_channels * x.shape[0]
+        pixels = max(TRIAL_SIDE * TRIAL_SIDE, int(TRIAL_FLOPS // flops_per_pixel))
+        if height * width <= pixels:
+            return x
+        trial_height = min(height, math.isqrt(pixels))
+        trial_width = min(width, pixels // trial_height)
+        return x[..., :trial_height, :trial_width].contiguous()
+
+    def _fastest(self, direction: Direction, x: Tensor) -> tuple[Algorithm, Tensor]:
+        """Time every candidate on `self._trial_input(x)`, unless a trial of that shape was timed before; return the
+        fastest and its output on `x`. Each candidate runs twice and counts its faster run: a first call can include
+        one-off set-up (oneDNN builds its kernel for a new shape) that made direct lose layers it wins. A candidate
+        that fails is left out."""
+        trial = self._trial_input(x)
         conv = self.conv
         shape = "x".join(map(str, trial.shape))
         trial_key = f"{conv.in_channels}-{conv.out_channels} {direction} pad {self._padding[direction]} {shape}"
@@ -278,14 +303,17 @@ class FrozenConv3x3:
             for name in self.candidates():
                 if name == "winograd":
                     self._winograd_filters(direction)  # transforming the weights is a one-off cost, left out
-                started = time.perf_counter()
+                runs = []
                 try:
-                    outputs[name] = self._algorithm(name)(direction, trial)
+                    for _ in range(2):
+                        started = time.perf_counter()
+                        outputs[name] = self._algorithm(name)(direction, trial)
+                        runs.append(time.perf_counter() - started)
                 except RuntimeError:
                     if name == "direct":
                         raise
                     continue  # NNPACK refuses some shapes and machines; the others remain
-                seconds[name] = time.perf_counter() - started
+                seconds[name] = min(runs)
             best = min(seconds, key=seconds.__getitem__)
             TRIALS.put(trial_key, best)
         if trial is not x or best not in outputs:

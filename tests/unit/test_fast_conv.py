@@ -250,6 +250,7 @@ def test_large_inputs_are_timed_on_a_corner_and_the_winner_runs_on_the_whole(mon
     import studio.models.fast_conv as fast_conv
 
     monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    monkeypatch.setattr(fast_conv, "TRIAL_FLOPS", 0)  # corners of TRIAL_SIDE, however cheap the layer
     seen = _record_calls(monkeypatch)
     conv = _frozen_conv(3, 4)
     x = torch.randn(1, 3, 20, 12)
@@ -265,6 +266,7 @@ def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: py
     import studio.models.fast_conv as fast_conv
 
     monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    monkeypatch.setattr(fast_conv, "TRIAL_FLOPS", 0)  # corners of TRIAL_SIDE, however cheap the layer
     calls = _record_calls(monkeypatch)
     conv = _frozen_conv(3, 4)
     layer = FrozenConv3x3(conv)
@@ -276,8 +278,8 @@ def test_an_input_with_an_already_timed_corner_reuses_that_trial(monkeypatch: py
         output = layer(x)
         assert [shape for _, shape in calls] == [(9, 30)] and layer.chosen[("forward", (1, 3, 9, 30))] == winner
         calls.clear()
-        layer(torch.randn(1, 3, 6, 30))  # a 6 x 8 corner: timed afresh
-    assert {shape for _, shape in calls} == {(6, 8), (6, 30)} and len(calls) >= 3
+        layer(torch.randn(1, 3, 6, 30))  # 6 rows: a 6 x 10 corner (8 x 8's pixels), timed afresh
+    assert {shape for _, shape in calls} == {(6, 10), (6, 30)} and len(calls) >= 3
     assert _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
@@ -348,6 +350,7 @@ def test_a_winner_that_fails_on_the_whole_input_gives_way_to_direct(monkeypatch:
     import studio.models.fast_conv as fast_conv
 
     monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
+    monkeypatch.setattr(fast_conv, "TRIAL_FLOPS", 0)  # corners of TRIAL_SIDE, however cheap the layer
 
     def fast_on_corners_only(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
         if x.shape[-1] > 8:
@@ -368,3 +371,58 @@ def test_a_winner_that_fails_on_the_whole_input_gives_way_to_direct(monkeypatch:
         output = layer(x)
     assert layer.chosen[("forward", (1, 3, 16, 16))] == "direct"
     assert _close(output, F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+@pytest.mark.parametrize(
+    ("shape", "budget", "trial"),
+    [
+        ((1, 3, 100, 100), 1e9, (100, 100)),  # cheap: timed whole
+        ((1, 3, 100, 100), 216 * 600, (24, 25)),  # 600 pixels' worth: a 24 x 25 corner
+        ((1, 3, 10, 300), 216 * 600, (10, 60)),  # a short input: the corner widens instead
+        ((2, 3, 100, 100), 216 * 600, (17, 17)),  # a batch of two costs twice a picture: 300 pixels
+    ],
+)
+def test_trials_grow_the_corner_while_the_layer_is_cheap(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...], budget: float, trial: tuple[int, int]
+) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 16)
+    monkeypatch.setattr(fast_conv, "TRIAL_FLOPS", budget)
+    layer = FrozenConv3x3(_frozen_conv(3, 4))  # 2 * 9 * 3 * 4 = 216 FLOPs a pixel
+    x = torch.randn(shape)
+    corner = layer._trial_input(x)
+    assert tuple(corner.shape[-2:]) == trial and torch.equal(corner, x[..., : trial[0], : trial[1]])
+
+
+def test_each_candidate_counts_its_faster_of_two_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first call with one-off set-up must not lose the trial for an algorithm that is faster from then on."""
+    import studio.models.fast_conv as fast_conv
+
+    monkeypatch.setattr(fast_conv, "TRIALS", fast_conv.TrialRecord())
+    first_calls: set[str] = set()
+
+    def timed_as(name: str, first: float, later: float):
+        def run(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
+            time.sleep(later if name in first_calls else first)
+            first_calls.add(name)
+            return F.conv2d(x, *self._filters(direction), padding=1)
+
+        return run
+
+    monkeypatch.setattr(FrozenConv3x3, "candidates", lambda self: ("direct", "winograd"))
+    monkeypatch.setattr(FrozenConv3x3, "_direct", timed_as("direct", first=0.2, later=0.0))
+    monkeypatch.setattr(FrozenConv3x3, "_winograd_conv", timed_as("winograd", first=0.05, later=0.05))
+    layer = FrozenConv3x3(_frozen_conv(3, 4))
+    with torch.no_grad():
+        layer(torch.randn(1, 3, 10, 10))
+    assert layer.chosen[("forward", (1, 3, 10, 10))] == "direct"
+
+
+def test_records_of_an_older_trial_rule_are_timed_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    import studio.models.fast_conv as fast_conv
+
+    fingerprint = fast_conv._machine_fingerprint()
+    assert fingerprint.endswith(f"trials {fast_conv.TRIAL_RULES}")
+    monkeypatch.setattr(fast_conv, "TRIAL_RULES", fast_conv.TRIAL_RULES + 1)
+    assert fast_conv._machine_fingerprint() != fingerprint
