@@ -31,8 +31,9 @@ A trial's winner is recorded (`TrialRecord`, in the studio's cache folder) by th
 shape, and reused by every later input with that trial: another layer of the same shape, another photo's aspect
 ratio or output size, and later processes on this machine. So results repeat exactly across runs and processes;
 with per-process trials, three 30-step Gatys runs at 256 px in three processes gave two different pictures (pixels
-up to 31 levels apart), as timing noise picked NNPACK on one layer in one process and Winograd in the others. The first step of a 512 px Gatys run came 5.1 s after the call with
-per-layer trials, 3.4 s with shared ones, 2.6 s in the next process (1.4 s once the style's Grams are cached too).
+up to 31 levels apart), as timing noise picked NNPACK on one layer in one process and Winograd in the others. The
+first step of a 512 px Gatys run came 5.1 s after the call with per-layer trials, 3.4 s with shared ones, 2.6 s in
+the next process (1.4 s once the style's Grams are cached too; measured with the earlier one-run, 64 px trials).
 All three algorithms agree with torch's convolution to about 1e-5 relative.
 Such comparisons need idle OpenMP threads to sleep, as `studio` sets up when it is imported before torch: with them
 spinning, the trials picked direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s.
@@ -289,8 +290,8 @@ class FrozenConv3x3:
     def _fastest(self, direction: Direction, x: Tensor) -> tuple[Algorithm, Tensor]:
         """Time every candidate on `self._trial_input(x)`, unless a trial of that shape was timed before; return the
         fastest and its output on `x`. Each candidate runs twice and counts its faster run: a first call can include
-        one-off set-up (oneDNN builds its kernel for a new shape) that made direct lose layers it wins. A candidate
-        that fails is left out."""
+        one-off set-up for the new shape, and single first runs had direct lose layers it wins from then on. A
+        candidate that fails is left out."""
         trial = self._trial_input(x)
         conv = self.conv
         shape = "x".join(map(str, trial.shape))
