@@ -166,8 +166,7 @@ def gatys_race(
             report(f"{tag}_round_{number}_studio_seconds", studio_round, "s")
         report(f"{tag}_studio_speedup_lowest_of_{rounds}_rounds", min(per_round), "x")
         report(f"{tag}_studio_speedup_highest_of_{rounds}_rounds", max(per_round), "x")
-
-    if rounds > 1:  # the target's size: how much of the gap the allocator setting alone makes, the textbook run here
+        # The target's size: how much of the gap the allocator setting alone makes, the textbook run in this process.
         vgg.convolution = "direct"
         started = time.perf_counter()
         stylize_gatys(content=content, styles=[style], vgg=vgg, settings=plain)
