@@ -1176,6 +1176,11 @@ class StudioUI:
             return " · ".join(parts) + "  \nThe PNG holds this picture so far, with its settings."
         return " · ".join(parts) + "  \nThe PNG carries these settings."
 
+    @staticmethod
+    def download_ready(file: str | None) -> Any:
+        """A download button can be pressed once it holds a file (before, a click would do nothing)."""
+        return gr.update(interactive=bool(file))
+
     def send_to_stylize(self, state: dict | None) -> tuple[Any, Any]:
         """The selected (or first) artwork becomes the photo to stylize."""
         paths = (state or {}).get("paths") or []
@@ -1795,7 +1800,11 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         )
                         stylize_info = gr.Markdown(label="Summary", elem_classes="studio-info", elem_id="stylize-info")
                         stylize_download = gr.DownloadButton(
-                            "⬇ PNG with settings", variant="secondary", size="sm", elem_id="stylize-download"
+                            "⬇ PNG with settings",
+                            variant="secondary",
+                            size="sm",
+                            elem_id="stylize-download",
+                            interactive=False,  # until there is a picture to download (download_ready)
                         )
                         pairs = [
                             [str(EXAMPLES / photo), str(EXAMPLES / painting)]
@@ -2151,6 +2160,11 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         )
         stylize_stop.click(
             ui.stop_stylize, None, stylize_info, cancels=[stylize_event], api_name="stop_stylize", queue=False
+        )
+        # The summary changes with every picture the run shows and when it stops, in the same update as the download's
+        # file (the API's outputs stay plain files: an update dict there would reach API clients as it is).
+        stylize_info.change(
+            ui.download_ready, stylize_download, stylize_download, queue=False, api_visibility="private"
         )
         preview_fn = _gpu(30)(_friendly_errors(ui.stylize_preview))
         gr.on(

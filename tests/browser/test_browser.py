@@ -7,6 +7,7 @@ docs/screenshot.png, the Generate tab shown in the README.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio.api import read_png_settings
+from studio.api import STYLIZE_METADATA_KEY, read_png_settings
 from tests.browser.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -180,9 +181,10 @@ def _set_number(page, elem_id: str, value: str) -> None:
     box.press("Tab")
 
 
-def test_send_to_stylize_and_stylize_an_example(page) -> None:
+def test_send_to_stylize_and_stylize_an_example(page, tmp_path: Path) -> None:
     page.locator("#to-stylize").click()  # the selected artwork (seed 125) becomes the photo
     page.get_by_role("tab", name="Stylize", selected=True).wait_for()
+    assert page.locator("#stylize-download").is_disabled()  # nothing to download before the first picture
     page.locator("#stylize-content img").wait_for()
     page.get_by_text("Try a pairing").wait_for()
     page.locator("#pairing-examples tr.tr-body").first.click()  # Chelsea the cat + Matisse
@@ -204,6 +206,13 @@ def test_send_to_stylize_and_stylize_an_example(page) -> None:
     assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96
     _assert_no_error_toast(page)
     page.screenshot(path=str(ARTIFACTS / "stylize.png"), full_page=True)
+    with page.expect_download() as download:
+        page.locator("#stylize-download").click()
+    saved = tmp_path / "stylized.png"
+    download.value.save_as(saved)
+    with Image.open(saved) as downloaded:
+        assert downloaded.size[0] == 96
+        assert json.loads(downloaded.text[STYLIZE_METADATA_KEY])["method"] == "gatys"
     # live previews are AdaIN's: with Gatys chosen, letting go of the strength slider leaves picture and summary
     summary = page.locator("#stylize-info").inner_text()
     _drag_slider(page, "stylize-strength", 0.4)
