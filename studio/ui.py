@@ -395,6 +395,15 @@ def _walk_seeds(text: str, route: Any) -> list[int]:
     return seeds
 
 
+def _check_walk_seeds(text: str, route: Any, loop: Any) -> None:
+    """ValueError unless the seeds box holds seeds that the route can walk (with or without looping back)."""
+    if len(_walk_seeds(text, route)) < 2 and route != "noise-loop" and not loop:
+        raise ValueError(
+            "a walk needs at least two keyframe seeds; with one, tick Loop back to the first keyframe to circle "
+            "around it"
+        )
+
+
 def _noise_loop_spread(spread: Any, route: Any) -> float:
     """The spread slider: checked for a noise loop; a walk through keyframes does not use it."""
     if route != "noise-loop":
@@ -1329,13 +1338,6 @@ class StudioUI:
                     "offline, without AdaIN's weights a walk cannot be stylized: remove the style picture"
                 )
 
-        def seeds_fit() -> None:
-            if len(_walk_seeds(seeds, route)) < 2 and route != "noise-loop" and not loop:
-                raise ValueError(
-                    "a walk needs at least two keyframe seeds; with one, tick Loop back to the first keyframe to "
-                    "circle around it"
-                )
-
         def frames_fit() -> None:
             count = _whole(frames, "frames", 2, MAX_WALK_FRAMES_UI)
             try:
@@ -1364,7 +1366,7 @@ class StudioUI:
 
         return [
             _verdict(model_can_run),
-            _verdict(seeds_fit),
+            _verdict(lambda: _check_walk_seeds(seeds, route, loop)),
             _verdict(frames_fit),
             _verdict(fps_fits),
             _verdict(lambda: None),  # loop
@@ -1402,7 +1404,8 @@ class StudioUI:
     def route_controls(route: str) -> tuple[Any, Any, Any, Any]:
         """Loop and easing shape a walk through keyframes, the spread a noise loop (which always loops): the controls
         the chosen route does not use are greyed out. The seeds box is touched without a change, which clears a
-        refusal marked on it: it may have been about the route ("a noise loop circles one seed")."""
+        refusal marked on it: it may have been about the route ("a noise loop circles one seed"); `check_route_seeds`
+        then marks the seeds again if the new route cannot walk them either."""
         keyframes = route != "noise-loop"
         return (
             gr.update(interactive=keyframes),
@@ -1410,6 +1413,16 @@ class StudioUI:
             gr.update(interactive=not keyframes),
             gr.update(),
         )
+
+    @staticmethod
+    def check_route_seeds(seeds: str, route: str, loop: bool) -> list[dict[str, Any]]:
+        """Runs (gradio's validator) after a route change: marks the seeds box when the route chosen cannot walk its
+        seeds, as pressing Walk would."""
+        return [
+            _verdict(lambda: _check_walk_seeds(seeds, route, loop)),
+            _verdict(lambda: None),
+            _verdict(lambda: None),
+        ]
 
     @staticmethod
     def walk_preview(file: str | None) -> tuple[Any, Any]:
@@ -2112,6 +2125,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             walk_route,
             [walk_loop, walk_easing, walk_spread, walk_seeds],
             queue=False,
+            api_visibility="private",
+            show_progress="hidden",
+        ).then(
+            lambda *_: None,  # the validator is the point: it marks seeds the new route cannot walk
+            [walk_seeds, walk_route, walk_loop],
+            None,
+            validator=ui.check_route_seeds,  # validators run in the queue only
+            concurrency_limit=None,  # never waits for a render
             api_visibility="private",
             show_progress="hidden",
         )

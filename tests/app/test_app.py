@@ -1190,6 +1190,26 @@ def test_the_route_greys_out_the_controls_it_does_not_use() -> None:
     assert (loop["interactive"], easing["interactive"], spread["interactive"]) == (True, True, False)
 
 
+def test_after_a_route_change_the_seeds_are_checked_for_the_new_route() -> None:
+    from studio.ui import StudioUI
+
+    def seeds_verdict(seeds: str, route: str, loop: bool) -> dict:
+        verdicts = StudioUI.check_route_seeds(seeds, route, loop)
+        assert [verdict["is_valid"] for verdict in verdicts[1:]] == [True, True]  # the route and loop themselves
+        return verdicts[0]
+
+    assert seeds_verdict("3, 14, 15", "keyframes", True)["is_valid"]
+    several = seeds_verdict("3, 14, 15", "noise-loop", True)
+    assert not several["is_valid"] and "circles one seed" in several["message"]
+    assert seeds_verdict("3", "noise-loop", True)["is_valid"]
+    assert "give the one seed" in seeds_verdict("", "noise-loop", True)["message"]
+    one = seeds_verdict("3", "keyframes", False)
+    assert not one["is_valid"] and "at least two keyframe seeds" in one["message"]
+    assert seeds_verdict("3", "keyframes", True)["is_valid"]  # one keyframe, looped
+    for route in ("keyframes", "noise-loop"):
+        assert "'x' is not one" in seeds_verdict("3, x", route, True)["message"]
+
+
 def test_the_keyframe_ticks_follow_the_person_across_re_renders() -> None:
     from studio.ui import StudioUI
 

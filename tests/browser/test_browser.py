@@ -363,7 +363,7 @@ def test_a_gif_walk_shows_in_an_image_box_instead_of_the_video_player(page) -> N
     _assert_no_error_toast(page)
 
 
-def test_a_refusal_about_the_route_is_cleared_when_the_route_changes(page) -> None:
+def test_a_refusal_on_the_seeds_follows_the_route(page) -> None:
     # A page of its own: on the shared page, events of the earlier tests happened to clear the mark anyway.
     fresh = page.context.new_page()
     try:
@@ -371,14 +371,26 @@ def test_a_refusal_about_the_route_is_cleared_when_the_route_changes(page) -> No
         fresh.goto(page.url)
         fresh.wait_for_selector(GALLERY_IMAGES)  # the page is up and has run its first event
         fresh.get_by_role("tab", name="Walk").click()
-        assert "," in fresh.locator("#walk-seeds textarea").input_value()  # several keyframes
+        seeds = fresh.locator("#walk-seeds textarea")
+        assert "," in seeds.input_value()  # several keyframes
+        marks = fresh.locator("#walk-seeds .validation-error")
+        # choosing a noise loop with several seeds marks them at once, before Walk is pressed
         fresh.locator("#walk-route").get_by_text("noise loop around one seed").click()
         fresh.wait_for_function("() => !document.querySelector('#walk-spread input[type=range]').disabled")
-        fresh.locator("#walk-button").click()
-        mark = fresh.locator("#walk-seeds .validation-error").filter(has_text="one seed")
-        mark.wait_for()
+        marks.filter(has_text="one seed").wait_for()
+        # back on the route through the keyframes, the seeds are fine again and the mark goes
         fresh.locator("#walk-route").get_by_text("through the keyframes").click()
-        mark.wait_for(state="detached")
+        marks.filter(has_text="one seed").wait_for(state="detached")
+        assert marks.count() == 0
+        # a refusal that holds on either route stays marked when the route changes
+        seeds.fill("7, eight")
+        seeds.press("Tab")
+        fresh.locator("#walk-button").click()
+        marks.filter(has_text="'eight' is not one").wait_for()
+        fresh.locator("#walk-route").get_by_text("noise loop around one seed").click()
+        fresh.wait_for_function("() => !document.querySelector('#walk-spread input[type=range]').disabled")
+        fresh.wait_for_timeout(1000)  # the route's events have run
+        assert "'eight' is not one" in " ".join(marks.all_inner_texts())
         assert fresh.locator("#walk-info").inner_text().strip() == ""  # nothing was rendered
     finally:
         fresh.close()
