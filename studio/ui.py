@@ -964,15 +964,21 @@ class StudioUI:
         progress(0, desc=f"Stylizing: preparing{tuning_note}")
         shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
         with self._stoppable(request, "stylize", progress, "steps") as (on_progress, job):
+            finished: list[StylizeResult] = []
 
             def render(on_picture: PictureSoFar) -> StylizeResult:
-                return self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture)
+                finished.append(self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture))
+                return finished[0]
 
             try:
                 for result in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
                     path = self._save_stylized(result, arguments)
                     self.outputs.show(_session(request), "stylize", [path])
                     job.shown_summary = self._stylize_info(result, arguments, time.perf_counter() - started)
+                    if finished and result is finished[0]:
+                        # Done before the last yield, which waits for gradio: a Stop from now on has nothing to stop
+                        # and must not call the finished picture stopped.
+                        self.jobs.finish(_session(request), "stylize", job)
                     yield path, path, job.shown_summary
                     if shown is not None:
                         self.outputs.discard(Path(shown))

@@ -1039,6 +1039,23 @@ def test_a_style_transfer_stopped_before_its_first_picture_says_so(monkeypatch: 
     assert shown == [({"__type__": "update"}, {"__type__": "update"}, STYLIZE_STOPPED)]
 
 
+def test_a_stop_after_the_finished_picture_is_shown_leaves_it_unstopped() -> None:
+    from types import SimpleNamespace
+
+    from studio.ui import StudioUI
+
+    ui = StudioUI(Studio(device="cpu"))
+    request = SimpleNamespace(session_hash="visitor")
+    run = ui.stylize(
+        PHOTO, PAINTING, 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 3, None, 0,
+        request=request, progress=lambda *args, **kwargs: None,
+    )  # fmt: skip
+    *_, summary = next(run)  # the finished picture; gradio has not resumed the handler yet
+    assert "3 steps" in summary and "Stopped" not in summary
+    assert ui.stop_stylize(request) == {"__type__": "update"}  # a Stop now leaves the summary as it is
+    assert list(run) == []
+
+
 def test_the_stylize_stop_button_says_stopped_and_what_stays_on_show() -> None:
     from types import SimpleNamespace
 
