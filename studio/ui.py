@@ -621,9 +621,11 @@ def _stopped_stylize_info(shown: str | None) -> str:
     return STYLIZE_STOPPED if shown is None else f"**Stopped.** {shown}"
 
 
-def _showing_pictures(render: Callable[[PictureSoFar], StylizeResult], *, every: float) -> Iterator[StylizeResult]:
+def _showing_pictures(
+    render: Callable[[PictureSoFar], StylizeResult], *, every: float
+) -> Iterator[tuple[StylizeResult, bool]]:
     """Run `render(on_picture)` in a thread and yield the pictures so far that it offers, at most one per `every`
-    seconds, then its result.
+    seconds, then its result, each with whether it is the result.
 
     The thread runs in a copy of the caller's context, so gradio's progress bar and `_event_still_running` work
     there. Errors are raised here. If the consumer stops iterating (gradio cancelled the event), the render is
@@ -654,7 +656,7 @@ def _showing_pictures(render: Callable[[PictureSoFar], StylizeResult], *, every:
             kind, value = updates.get()
             if kind == "error":
                 raise value
-            yield value
+            yield value, kind == "result"
             if kind == "result":
                 return
     finally:
@@ -964,18 +966,16 @@ class StudioUI:
         progress(0, desc=f"Stylizing: preparing{tuning_note}")
         shown: str | None = None  # the picture so far on show; replaced by the next (a stopped run keeps it)
         with self._stoppable(request, "stylize", progress, "steps") as (on_progress, job):
-            finished: list[StylizeResult] = []
 
             def render(on_picture: PictureSoFar) -> StylizeResult:
-                finished.append(self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture))
-                return finished[0]
+                return self.studio.stylize(**arguments, on_progress=on_progress, on_picture=on_picture)
 
             try:
-                for result in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
+                for result, finished in _showing_pictures(render, every=PICTURE_EVERY_SECONDS):
                     path = self._save_stylized(result, arguments)
                     self.outputs.show(_session(request), "stylize", [path])
                     job.shown_summary = self._stylize_info(result, arguments, time.perf_counter() - started)
-                    if finished and result is finished[0]:
+                    if finished:
                         # Done before the last yield, which waits for gradio: a Stop from now on has nothing to stop
                         # and must not call the finished picture stopped.
                         self.jobs.finish(_session(request), "stylize", job)

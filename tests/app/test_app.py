@@ -991,7 +991,8 @@ def test_pictures_so_far_come_from_a_worker_and_its_errors_reach_the_caller() ->
             on_picture(step, 3, lambda step=step: result(step))  # the last step is the result, not a picture so far
         return result(3)
 
-    assert [shown.settings["steps"] for shown in _showing_pictures(render, every=0.0)] == [1, 2, 3]
+    shown = [(picture.settings["steps"], finished) for picture, finished in _showing_pictures(render, every=0.0)]
+    assert shown == [(1, False), (2, False), (3, True)]
 
     def failing(on_picture) -> StylizeResult:
         raise ValueError("unreadable content image")
@@ -1015,7 +1016,8 @@ def test_pictures_so_far_come_from_a_worker_and_its_errors_reach_the_caller() ->
             ended.set()
 
     stream = _showing_pictures(endless, every=0.0)
-    assert next(stream).settings["steps"] == 1
+    picture, finished = next(stream)
+    assert picture.settings["steps"] == 1 and not finished
     stream.close()  # gradio stops reading when the event is cancelled: the render ends at its next picture
     assert ended.wait(10) and endings == ["cancelled"]
 
@@ -1050,8 +1052,10 @@ def test_a_stop_after_the_finished_picture_is_shown_leaves_it_unstopped() -> Non
         PHOTO, PAINTING, 1.0, None, 1.0, None, 1.0, "gatys", 0.5, "none", 64, 3, None, 0,
         request=request, progress=lambda *args, **kwargs: None,
     )  # fmt: skip
-    *_, summary = next(run)  # the finished picture; gradio has not resumed the handler yet
-    assert "3 steps" in summary and "Stopped" not in summary
+    for *_, summary in run:  # pictures so far (a slow first step shows one), then the finished picture
+        if "The PNG carries these settings" in summary:
+            break  # gradio has not resumed the handler after the finished picture yet
+    assert "· 3 steps" in summary and "Stopped" not in summary
     assert ui.stop_stylize(request) == {"__type__": "update"}  # a Stop now leaves the summary as it is
     assert list(run) == []
 
