@@ -15,8 +15,10 @@ import studio.memory
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # A child process (the setting is process-wide and cannot be undone) allocates, fills and frees a 40 MB tensor ten
-# times, in the main thread and then in a new thread, and prints the page faults each loop took. 40 MB is above the
-# largest block glibc's default ever keeps in its heap (32 MB), so by default every loop maps fresh pages.
+# times, in the main thread and then in a new thread, and prints the page faults of such a loop: the least of three
+# loops, because now and then, only late in a full test run, one loop faulted its block in once more (9,772 faults,
+# then 0 in the next loops). 40 MB is above the largest block glibc's default ever keeps in its heap (32 MB), so by
+# default every loop maps fresh pages.
 CHILD = textwrap.dedent(
     """
     import json, resource, sys, threading
@@ -32,12 +34,15 @@ CHILD = textwrap.dedent(
             del block
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
+    def least_faults():
+        return min(faults_of_loop() for _ in range(3))
+
     faults_of_loop()  # the heap grows to the block's size once
     worker = {}
-    thread = threading.Thread(target=lambda: (faults_of_loop(), worker.update(faults=faults_of_loop())))
+    thread = threading.Thread(target=lambda: (faults_of_loop(), worker.update(faults=least_faults())))
     thread.start()
     thread.join()
-    print(json.dumps({"applied": applied, "main": faults_of_loop(), "worker": worker["faults"]}))
+    print(json.dumps({"applied": applied, "main": least_faults(), "worker": worker["faults"]}))
     """
 )
 
