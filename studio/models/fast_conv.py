@@ -1,24 +1,27 @@
-"""3x3 convolutions with frozen weights on the CPU, run by whichever of three algorithms is fastest on this machine.
+"""3x3 convolutions with frozen weights on the CPU, run by whichever of four algorithms is fastest on this machine.
 
 Gatys style transfer spends about 80% of its time in VGG19's 3x3 convolutions, forward and then backward to the
 picture, with weights that never change; an AdaIN run on the CPU spends about 87% of its time in the 3x3
-convolutions of its encoder and decoder. On CPUs, Winograd algorithms (fewer multiplications per output) beat torch's
-direct oneDNN convolution on many of those layers:
-- "nnpack": NNPACK's Winograd F(6x6, 3x3), built into torch's CPU wheels. Measured 1.3-1.8x faster than direct on
-  VGG19's 64-256 channel layers at 256 px (2 AVX2 cores), but slower on 512 channels: it transforms the weights on
-  every call.
-- "winograd": our Winograd F(4x4, 3x3) with the weights transformed once (`winograd_weights`); 1.4x faster on the
-  512-channel layers at 1/8 of a 256 px picture.
-- "direct": torch's own convolution, the reference.
-Not used: a fourth algorithm for layers with 3 channels on one side (one matrix product and nine shifted copies or
+convolutions of its encoder and decoder. On CPUs, fast algorithms (fewer multiplications per output) beat torch's
+direct oneDNN convolution on most of those layers:
+- "nnpack_winograd": NNPACK's Winograd F(6x6, 3x3) on 8x8 tiles, and "nnpack_fft": NNPACK's Fourier transform on
+  16x16 tiles, both with the weights transformed once (`studio.models.nnpack`, which calls the NNPACK inside
+  torch's CPU library). Measured on 2 AVX2 cores, per call at the sizes of a 256 px Gatys picture (170x256 px):
+  64 channels at full size 11.8 ms (Fourier) against 18.7 direct; 256 channels at 1/4 size 7.1 against 17.8;
+  512 channels at 1/8 size 7.9 against 18.3 (Winograd). torch's own NNPACK call transforms every weight on every
+  call: 16, 11 and 23 ms there.
+- "winograd": our Winograd F(4x4, 3x3) in torch's matrix products, with the weights transformed once
+  (`winograd_weights`): 10.3 ms on those 512-channel layers; the fallback where NNPACK is missing.
+- "direct": torch's own convolution, the reference. It wins VGG's first layer (3 channels in) forward.
+Not used: a fifth algorithm for layers with 3 channels on one side (one matrix product and nine shifted copies or
 sums) ran VGG's first layer backward at 256 px in 4.0 instead of 7.5 ms and AdaIN's last decoder layer at 512 px in
 24 instead of 40 ms, but a Gatys step did not change beyond its noise (0.32-0.33 s); 1% of an AdaIN run did not pay
-for a fourth code path. (Direct convolution, chosen there now, takes VGG's first layer at 256 px 1.6 ms forward and
-5.2 ms backward, NNPACK 3.2 and 9.7.)
-On 2 AMD EPYC (AVX2) cores direct convolution runs at 190-200 GFLOP/s, while the batched matrix products at the
-heart of our Winograd run at 100-125 GFLOP/s (torch's MKL sgemm, 140 GFLOP/s on large square products there): so
-Winograd's 4x fewer multiplications give 1.5-2x, not 4x. A grouped 1x1 convolution in place of those products (to
+for another code path.
+On 2 AMD EPYC (AVX2) cores direct convolution runs at 170-200 GFLOP/s, close to the cores' peak; the fast algorithms
+do the same work in 1.6-2.5x less time. A grouped 1x1 convolution in place of our Winograd's matrix products (to
 run them in oneDNN) was 2-10x slower.
+The price of transforming once is memory: NNPACK's Winograd keeps 64/9 of the weights' size, its Fourier transform
+256/9 and ours 36/9; VGG19's layers up to conv5_1 keep about 0.75 GB, forward and backward, once Gatys has run.
 The winner depends on the CPU, the layer and the picture size, so on the first call for an input shape
 `FrozenConv3x3` times every algorithm twice on that input and counts each one's faster run (a first call can include
 one-off set-up), returns the fastest one's output and uses that algorithm from then on. The trials run on a corner of
@@ -34,7 +37,7 @@ with per-process trials, three 30-step Gatys runs at 256 px in three processes g
 up to 31 levels apart), as timing noise picked NNPACK on one layer in one process and Winograd in the others. The
 first step of a 512 px Gatys run came 5.1 s after the call with per-layer trials, 3.4 s with shared ones, 2.6 s in
 the next process (1.4 s once the style's Grams are cached too; measured with the earlier one-run, 64 px trials).
-All three algorithms agree with torch's convolution to about 1e-5 relative.
+All four algorithms agree with torch's convolution to about 1e-5 relative (NNPACK's Fourier transform 1e-6).
 Such comparisons need idle OpenMP threads to sleep, as `studio` sets up when it is imported before torch: with them
 spinning, the trials picked direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s.
 
@@ -66,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from studio.files import write_text_when_done
+from studio.models.nnpack import NnpackAlgorithm, nnpack_available, nnpack_conv3x3, nnpack_kernels
 
 __all__ = [
     "ALGORITHMS",
@@ -76,9 +80,10 @@ __all__ = [
     "winograd_weights",
 ]
 
-Algorithm = Literal["direct", "nnpack", "winograd"]
+Algorithm = Literal["direct", "winograd", "nnpack_winograd", "nnpack_fft"]
 Direction = Literal["forward", "backward"]
-ALGORITHMS: tuple[Algorithm, ...] = ("direct", "nnpack", "winograd")
+ALGORITHMS: tuple[Algorithm, ...] = ("direct", "winograd", "nnpack_winograd", "nnpack_fft")
+_NNPACK_ALGORITHMS: dict[Algorithm, NnpackAlgorithm] = {"nnpack_winograd": "winograd", "nnpack_fft": "fft"}
 
 # Winograd F(4, 3) with interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016): for a 6-sample input
 # tile d and a 3-tap filter g, the 4 outputs of the correlation are A^T [(G g) * (B^T d)].
@@ -109,7 +114,7 @@ _TILE = 6  # input tile side
 # input), and larger, up to the whole input, while torch's direct convolution of it stays under TRIAL_FLOPS.
 TRIAL_SIDE = 64
 TRIAL_FLOPS = 1e9
-TRIAL_RULES = 2  # raised whenever the trials change how they choose, so that recorded winners are chosen again
+TRIAL_RULES = 3  # raised whenever the trials change how they choose, so that recorded winners are chosen again
 _STEP = 4  # output tile side
 
 
@@ -166,7 +171,7 @@ def _machine_fingerprint() -> str:
     """What a trial's outcome depends on besides the layer's shape: the CPU, the thread count, torch's build and how
     trials are run (TRIAL_RULES: records of an older rule are timed afresh)."""
     return (
-        f"{_cpu_name()}; {torch.get_num_threads()} threads; torch {torch.__version__}; nnpack {_nnpack_available()}; "
+        f"{_cpu_name()}; {torch.get_num_threads()} threads; torch {torch.__version__}; nnpack {nnpack_available()}; "
         f"trials {TRIAL_RULES}"
     )
 
@@ -227,11 +232,6 @@ class TrialRecord:
 TRIALS = TrialRecord()
 
 
-def _nnpack_available() -> bool:
-    # Also initialises NNPACK; its convolution fails until this has been called once.
-    return bool(torch.backends.nnpack.is_available())
-
-
 class FrozenConv3x3:
     """A 3x3, stride 1 convolution whose weights never change, tuned per input shape.
 
@@ -253,7 +253,8 @@ class FrozenConv3x3:
         self._padding: dict[Direction, int] = {"forward": padding, "backward": 2 - padding}
         self._source: tuple[Any, ...] = ()
         self._weights: dict[Direction, tuple[Tensor, Tensor | None]] = {}
-        self._winograd: dict[Direction, Tensor] = {}
+        # Filters transformed once for the algorithms that take them so ("winograd" and NNPACK's).
+        self._transformed: dict[tuple[Algorithm, Direction], Tensor] = {}
         self.chosen: dict[tuple[Direction, tuple[int, ...]], Algorithm] = {}
         self._refresh()
 
@@ -261,7 +262,7 @@ class FrozenConv3x3:
         return _FrozenConv3x3Function.apply(x, self)
 
     def candidates(self) -> tuple[Algorithm, ...]:
-        return ALGORITHMS if _nnpack_available() else ("direct", "winograd")
+        return ALGORITHMS if nnpack_available() else ("direct", "winograd")
 
     def run(self, direction: Direction, x: Tensor) -> Tensor:
         """The convolution for `direction` ("forward": x -> output; "backward": output gradient -> input gradient)."""
@@ -302,10 +303,10 @@ class FrozenConv3x3:
         if best is None:
             seconds: dict[Algorithm, float] = {}
             for name in self.candidates():
-                if name == "winograd":
-                    self._winograd_filters(direction)  # transforming the weights is a one-off cost, left out
                 runs = []
                 try:
+                    if name != "direct":
+                        self._transformed_filters(name, direction)  # a one-off cost, left out of the timing
                     for _ in range(2):
                         started = time.perf_counter()
                         outputs[name] = self._algorithm(name)(direction, trial)
@@ -323,14 +324,18 @@ class FrozenConv3x3:
             except RuntimeError:  # refused at the full size only
                 best = "direct"
                 outputs[best] = self._direct(direction, x)
-        if best != "winograd" and "winograd" not in {
-            name for (used_for, _), name in self.chosen.items() if used_for == direction
-        }:
-            self._winograd.pop(direction, None)  # 4x the weights' memory: free it while no shape uses it
+        in_use = {best} | {name for (used_for, _), name in self.chosen.items() if used_for == direction}
+        for name, used_for in list(self._transformed):  # 4-28x the weights' memory: kept only while a shape uses it
+            if used_for == direction and name not in in_use:
+                del self._transformed[(name, used_for)]
         return best, outputs[best]
 
     def _algorithm(self, name: Algorithm) -> Callable[[Direction, Tensor], Tensor]:
-        return {"direct": self._direct, "nnpack": self._nnpack, "winograd": self._winograd_conv}[name]
+        if name == "direct":
+            return self._direct
+        if name == "winograd":
+            return self._winograd_conv
+        return functools.partial(self._nnpack, name)
 
     def _refresh(self) -> None:
         weight = self.conv.weight
@@ -338,7 +343,7 @@ class FrozenConv3x3:
         if source != self._source:
             self._source = source
             self._weights.clear()
-            self._winograd.clear()
+            self._transformed.clear()
             self.chosen.clear()
 
     def _filters(self, direction: Direction) -> tuple[Tensor, Tensor | None]:
@@ -354,20 +359,25 @@ class FrozenConv3x3:
         weight, bias = self._filters(direction)
         return F.conv2d(x, weight, bias, padding=self._padding[direction])
 
-    def _nnpack(self, direction: Direction, x: Tensor) -> Tensor:
-        weight, bias = self._filters(direction)
-        padding = self._padding[direction]
-        return torch._nnpack_spatial_convolution(x, weight, bias, [padding, padding])
-
-    def _winograd_filters(self, direction: Direction) -> Tensor:
-        if direction not in self._winograd:
-            self._winograd[direction] = winograd_weights(self._filters(direction)[0])
-        return self._winograd[direction]
+    def _transformed_filters(self, name: Algorithm, direction: Direction) -> Tensor:
+        if (name, direction) not in self._transformed:
+            weight = self._filters(direction)[0]
+            if name == "winograd":
+                self._transformed[(name, direction)] = winograd_weights(weight)
+            else:
+                self._transformed[(name, direction)] = nnpack_kernels(weight, _NNPACK_ALGORITHMS[name])
+        return self._transformed[(name, direction)]
 
     def _winograd_conv(self, direction: Direction, x: Tensor) -> Tensor:
-        output = winograd_conv3x3(x, self._winograd_filters(direction), self._padding[direction])
+        output = winograd_conv3x3(x, self._transformed_filters("winograd", direction), self._padding[direction])
         bias = self._filters(direction)[1]
         return output if bias is None else output + bias.view(1, -1, 1, 1)
+
+    def _nnpack(self, name: Algorithm, direction: Direction, x: Tensor) -> Tensor:
+        weight, bias = self._filters(direction)
+        kernels = self._transformed_filters(name, direction)
+        padding = self._padding[direction]
+        return nnpack_conv3x3(x, kernels, weight.shape[0], _NNPACK_ALGORITHMS[name], padding=padding, bias=bias)
 
 
 class _FrozenConv3x3Function(torch.autograd.Function):

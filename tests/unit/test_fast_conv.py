@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,9 +21,12 @@ from studio.models.fast_conv import (
     winograd_conv3x3,
     winograd_weights,
 )
+from studio.models.nnpack import nnpack_available
 from studio.models.vgg import VGG19Features
 
-NNPACK = torch.backends.nnpack.is_available()
+NNPACK = nnpack_available()
+AVAILABLE = [name for name in ALGORITHMS if NNPACK or not name.startswith("nnpack")]
+METHODS = {"direct": "_direct", "winograd": "_winograd_conv", "nnpack_winograd": "_nnpack", "nnpack_fft": "_nnpack"}
 
 
 def _close(value: Tensor, expected: Tensor, tolerance: float = 1e-4) -> bool:
@@ -67,10 +71,8 @@ def test_winograd_weights_of_a_centre_tap_pass_the_input_through() -> None:
 
 
 @pytest.mark.parametrize("padding", [1, 0])
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", AVAILABLE)
 def test_each_algorithm_gives_the_convolution_and_its_input_gradient(algorithm: str, padding: int) -> None:
-    if algorithm == "nnpack" and not NNPACK:
-        pytest.skip("this torch build has no NNPACK")
     conv = _frozen_conv(6, 10)
     layer = FrozenConv3x3(conv, padding=padding)
     x = torch.randn(2, 6, 11, 14)
@@ -97,7 +99,7 @@ def test_the_first_call_for_a_shape_chooses_an_algorithm_and_later_calls_repeat_
     layer = FrozenConv3x3(conv)
     x = torch.randn(1, 4, 12, 12)
     candidates = layer.candidates()
-    assert candidates[0] == "direct" and "winograd" in candidates and ("nnpack" in candidates) == NNPACK
+    assert candidates == tuple(AVAILABLE)
     with torch.no_grad():
         first = layer(x)
         assert layer.chosen[("forward", (1, 4, 12, 12))] in candidates
@@ -108,8 +110,8 @@ def test_the_first_call_for_a_shape_chooses_an_algorithm_and_later_calls_repeat_
 
 
 def test_a_failing_candidate_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
-        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+    def refuse(self: FrozenConv3x3, *arguments: object) -> Tensor:
+        raise RuntimeError("NNPACK refused the convolution of a 9x9 input (nnp_status 20)")
 
     monkeypatch.setattr(FrozenConv3x3, "_nnpack", refuse)
     monkeypatch.setattr(FrozenConv3x3, "_winograd_conv", refuse)
@@ -146,9 +148,11 @@ def test_only_frozen_float32_cpu_weights_take_the_tuned_path() -> None:
         FrozenConv3x3(conv, padding=2)
 
 
-@pytest.mark.parametrize(("preprocessing", "algorithm"), [("caffe", "winograd"), ("imagenet", "nnpack")])
+@pytest.mark.parametrize(
+    ("preprocessing", "algorithm"), [("caffe", "winograd"), ("imagenet", "nnpack_winograd"), ("caffe", "nnpack_fft")]
+)
 def test_vgg_features_and_picture_gradient_agree_with_direct_convolution(preprocessing: str, algorithm: str) -> None:
-    if algorithm == "nnpack" and not NNPACK:
+    if algorithm not in AVAILABLE:
         pytest.skip("this torch build has no NNPACK")
     torch.manual_seed(1)
     vgg = VGG19Features(preprocessing)
@@ -184,7 +188,7 @@ def test_vgg_with_trainable_weights_keeps_weight_gradients() -> None:
     assert not _tuned_layers(vgg)
 
 
-@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if name != "nnpack" or NNPACK])
+@pytest.mark.parametrize("algorithm", AVAILABLE)
 def test_adain_encoder_and_decoder_agree_with_direct_convolution(algorithm: str) -> None:
     """AdaIN's networks pad by reflection and then convolve without padding: the tuned path takes those too."""
     torch.manual_seed(2)
@@ -235,12 +239,12 @@ def test_a_tuned_conv2d_is_an_nn_conv2d_that_steps_aside_when_it_cannot_help() -
 def _record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, ...]]]:
     """(algorithm, input height and width) of every convolution that runs from now on."""
     calls: list[tuple[str, tuple[int, ...]]] = []
-    for name in ("_direct", "_nnpack", "_winograd_conv"):
+    for name in set(METHODS.values()):
         original = getattr(FrozenConv3x3, name)
 
-        def recording(self: FrozenConv3x3, direction: str, x: Tensor, original=original, name=name) -> Tensor:
-            calls.append((name, tuple(x.shape[-2:])))
-            return original(self, direction, x)
+        def recording(self: FrozenConv3x3, *arguments: Any, original=original, name=name) -> Tensor:
+            calls.append((name, tuple(arguments[-1].shape[-2:])))  # the input is the last argument
+            return original(self, *arguments)
 
         monkeypatch.setattr(FrozenConv3x3, name, recording)
     return calls
@@ -298,7 +302,7 @@ def test_layers_of_one_shape_share_trials_and_a_new_process_reuses_them(monkeypa
         assert len(calls) >= 2  # timed
         calls.clear()
         FrozenConv3x3(_frozen_conv(3, 4, seed=2))(x)  # other weights, the same shape
-        assert calls == [(f"_{winner}" if winner != "winograd" else "_winograd_conv", (10, 10))]
+        assert calls == [(METHODS[winner], (10, 10))]
 
         recorded = json.loads((studio_cache_dir() / "convolutions.json").read_text())
         assert recorded["winners"] == {"3-4 forward pad 1 1x3x10x10 bias": winner}
@@ -352,9 +356,10 @@ def test_a_winner_that_fails_on_the_whole_input_gives_way_to_direct(monkeypatch:
     monkeypatch.setattr(fast_conv, "TRIAL_SIDE", 8)
     monkeypatch.setattr(fast_conv, "TRIAL_FLOPS", 0)  # corners of TRIAL_SIDE, however cheap the layer
 
-    def fast_on_corners_only(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
+    def fast_on_corners_only(self: FrozenConv3x3, *arguments: Any) -> Tensor:
+        x = arguments[-1]
         if x.shape[-1] > 8:
-            raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+            raise RuntimeError("NNPACK refused the convolution of a 16x16 input (nnp_status 20)")
         return torch.zeros(x.shape[0], 4, *x.shape[-2:])
 
     def slow(self: FrozenConv3x3, direction: str, x: Tensor) -> Tensor:
