@@ -39,13 +39,14 @@ first step of a 512 px Gatys run came 5.1 s after the call with per-layer trials
 the next process (1.4 s once the style's Grams are cached too; measured with the earlier one-run, 64 px trials).
 All four algorithms agree with torch's convolution to about 1e-5 relative (NNPACK's Fourier transform 1e-6).
 Such comparisons need idle OpenMP threads to sleep, as `studio` sets up when it is imported before torch: with them
-spinning, the trials picked direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s.
+spinning, the trials picked direct or Winograd over NNPACK on several layers and a step took 0.36-0.38 s (measured
+with torch's NNPACK call, which runs on a thread pool of its own as `studio.models.nnpack` does).
 
 The gradient with respect to the input of a 3x3 convolution with zero padding p is a convolution of the output
 gradient with the weights flipped in space and transposed in channels and padding 2 - p, so the backward pass is
-tuned the same way. No gradient flows to the weights: this path is only for frozen ones. At 512 px, AdaIN's layers
-(reflection padding, then a convolution without padding) ran 1.5-2.6x faster through NNPACK than direct: its
-encoder and decoder together 0.77 s instead of 1.54 s.
+tuned the same way. No gradient flows to the weights: this path is only for frozen ones. AdaIN's layers (reflection
+padding, then a convolution without padding) take it too: a 512 px AdaIN run took 1.09 s, against 2.49 s with
+direct convolutions and 1.29-1.48 s with torch's NNPACK call.
 
 Users: `TunedConv2d`, the convolutions of `studio.models.vgg.VGG19Features` (Gatys, AdaIN's encoder) and of AdaIN's
 decoder. The GAN generators do not use it: on their 1024-2048-channel layers at 4-32 px it gained 8% on a 256 px

@@ -35,23 +35,24 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
   pair's scales alone, not averaged: 34-35). In the benchmark: 32 instead of 35 full-size steps at 256 px and 21
   instead of 22 at 512 px. With the pairs stored sorted by band (`studio.ops.lbfgs`), it costs about 5 ms (256 px)
   and 12 ms (512 px) a step more than gamma I once the memory holds 50 pairs; computing Y^T H0 Y afresh each step
-  cost 12 and 60 ms more (a 512 px step with a full memory: 1.05 s instead of 1.12 s). Far from the 26 evaluations that
-  3x needs at 256 px.
+  cost 12 and 60 ms more (a 512 px step with a full memory: 1.05 s instead of 1.12 s).
 - Not used: other layer weights for the first 12-20 evaluations, then the true loss with a fresh L-BFGS memory
   (relu5_1 x3; relu4_1 and relu5_1 x2; content x0.5; relu1_1, relu2_1 and TV x0.3): 40-43 evaluations instead of
   36. The spectral decay is not critical near 0.5: 0.35, 0.5, 0.65, 0.8 and 1.0 took 35, 36, 34, 42 and 50.
 - Where the loss is: the textbook 60-step picture at 256 px scores 4.47, of which 2.13 is relu5_1's Gram term and
   1.43 the content term (relu1_1 0.30, relu2_1 0.08, relu3_1 0.19, relu4_1 0.23, TV 0.12); the studio's run spends
   its last 25 evaluations taking relu5_1 from 5.2 to 2.4 while the content term settles at 1.4.
-- Where a step's time goes (256 px, 0.34 s on 2 cores): about three quarters in the 3x3 convolutions, then the Gram
-  products (9%), max-pooling (5%) and ReLU (4%). Measured ways to trim the rest (the Gram gradient computed
-  transposed, pooling by pairwise maxima with a hand-written backward, conv1_1's backward as a matrix product) add
-  up to about 5%; not done. Pooling alone: torch's max-pooling with indices on these NCHW activations took 16-24 ms
-  a step (forward; two measurements) where pairwise maxima took 3-5 ms, but every backward without torch's indices
-  that was tried (masks or argmax codes over stride-2 views) cost more than that saved.
-- With all three the textbook 60-step loss took 35-36 evaluations at 256 px and 21-22 at 512 px. VGG19's
-  convolutions tuned to the CPU (studio.models.fast_conv) make each evaluation 1.2-1.5x cheaper: 2.2-2.3x faster in
-  all at 256 px, 4.5-4.7x at 512 px (the spread is this machine's, between runs).
+- Where a step's time goes (256 px, 0.23-0.26 s on 2 cores): about three quarters in the 3x3 convolutions, then
+  the Gram products (22 ms), max-pooling (15-17 ms) and ReLU (9 ms). Measured ways to trim the rest (the Gram
+  gradient computed transposed, pooling by pairwise maxima with a hand-written backward, conv1_1's backward as a
+  matrix product) add up to about 5%; not done. Pooling alone: torch's max-pooling with indices on these NCHW
+  activations took 16-24 ms a step (forward; two measurements) where pairwise maxima took 3-5 ms, but every
+  backward without torch's indices that was tried (masks or argmax codes over stride-2 views) cost more than that
+  saved.
+- With all of these the textbook 60-step loss takes 32-33 evaluations at 256 px and 21 at 512 px. VGG19's
+  convolutions tuned to the CPU (studio.models.fast_conv: NNPACK's Winograd and Fourier convolutions with the weights
+  transformed once) make each evaluation 1.8x cheaper than the textbook's: 3.0-3.3x faster in all at 256 px,
+  6.1-6.3x at 512 px (two benchmark runs; with torch's own NNPACK call, 2.2-2.7x and 4.2-5.5x).
 - Coarse-to-fine (`GatysSettings.scales > 1`): each level starts from the upsampled result of the level below. On
   pixels it is 1.1-1.4x faster at 256 px and 1.5-1.75x at 512 px (three runs). On top of the spectral
   parametrisation it still saves full-size steps (27 -> 23 at 512 px), but its coarse levels cost more time than

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 import studio.models.nnpack as nnpack
 from studio.models.fast_conv import FrozenConv3x3
@@ -48,6 +51,28 @@ def test_an_input_too_small_for_any_output_is_refused() -> None:
     kernels = nnpack_kernels(torch.randn(2, 2, 3, 3), "winograd")
     with pytest.raises(ValueError, match="leaves no output"):
         nnpack_conv3x3(torch.randn(1, 2, 2, 5), kernels, 2, "winograd", padding=0)
+
+
+@needs_nnpack
+def test_threads_may_convolve_at_once() -> None:
+    """The app runs jobs in worker threads, which share NNPACK's one thread pool."""
+    generator = torch.Generator().manual_seed(7)
+    weight = torch.randn(16, 8, 3, 3, generator=generator)
+    kernels = {algorithm: nnpack_kernels(weight, algorithm) for algorithm in ALGORITHMS}
+    inputs = [torch.randn(1, 8, 40, 36, generator=generator) for _ in range(8)]
+
+    def convolve(index: int) -> Tensor:
+        algorithm = ALGORITHMS[index % 2]
+        return nnpack_conv3x3(inputs[index], kernels[algorithm], 16, algorithm, padding=1)
+
+    one_at_a_time = [convolve(index) for index in range(len(inputs))]
+    for x, output in zip(inputs, one_at_a_time, strict=True):
+        expected = F.conv2d(x, weight, padding=1)
+        assert torch.allclose(output, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(5):
+            at_once = list(pool.map(convolve, range(len(inputs))))
+            assert all(torch.equal(a, b) for a, b in zip(at_once, one_at_a_time, strict=True))
 
 
 def test_without_nnpack_the_tuned_convolutions_use_the_other_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
