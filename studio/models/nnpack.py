@@ -164,29 +164,67 @@ def _required() -> _Nnpack:
     return nnpack
 
 
-def _check(status: int, what: str) -> None:
+@dataclass(frozen=True)
+class _Layer:
+    """What every call describes: the channels, the input's size and its zero padding (3x3 kernels, stride 1)."""
+
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    padding: int
+
+
+def _call(
+    nnpack: _Nnpack,
+    algorithm: NnpackAlgorithm,
+    strategy: int,
+    layer: _Layer,
+    *,
+    what: str,
+    kernels: Tensor,
+    buffer: Tensor | None = None,
+    image: Tensor | None = None,
+    bias: Tensor | None = None,
+    output: Tensor | None = None,
+) -> int:
+    """One `nnp_convolution_inference` call; returns the size in bytes of the buffer it needs (the transformed
+    kernels, or a workspace). Without `buffer` NNPACK only reports that size. Raises RuntimeError naming `what` if
+    NNPACK refuses."""
+    buffer_size = ctypes.c_size_t(0 if buffer is None else buffer.numel() * buffer.element_size())
+    status = nnpack.convolution(
+        _ALGORITHM_CODES[algorithm],
+        strategy,
+        layer.in_channels,
+        layer.out_channels,
+        _Size(layer.width, layer.height),
+        _Padding(layer.padding, layer.padding, layer.padding, layer.padding),
+        _Size(3, 3),
+        _Size(1, 1),
+        *(None if tensor is None else tensor.data_ptr() for tensor in (image, kernels, bias, output, buffer)),
+        ctypes.byref(buffer_size),
+        _IDENTITY,
+        None,
+        nnpack.threadpool,
+        None,
+    )
     if status != _SUCCESS:
         raise RuntimeError(f"NNPACK refused the {what} (nnp_status {status})")
+    return buffer_size.value
+
+
+def _float_buffer(size: int) -> Tensor:
+    return torch.empty(-(-size // 4), dtype=torch.float32)  # torch's CPU memory is 64-byte aligned
 
 
 def _transform(nnpack: _Nnpack, weight: Tensor, algorithm: NnpackAlgorithm) -> Tensor:
     out_channels, in_channels = weight.shape[:2]
     weight = weight.detach().contiguous()
     # The transform's layout depends on the channels and the cache sizes only; the input size is a placeholder.
-    arguments = (in_channels, out_channels, _Size(8, 8), _Padding(1, 1, 1, 1), _Size(3, 3), _Size(1, 1))
-    size = ctypes.c_size_t(0)
-    code = _ALGORITHM_CODES[algorithm]
-    status = nnpack.convolution(
-        code, _PRECOMPUTE, *arguments, None, weight.data_ptr(), None, None, None, ctypes.byref(size), _IDENTITY,
-        None, nnpack.threadpool, None,
-    )  # fmt: skip
-    _check(status, "kernel transform's size")
-    transformed = torch.empty(-(-size.value // 4), dtype=torch.float32)  # torch's CPU memory is 64-byte aligned
-    status = nnpack.convolution(
-        code, _PRECOMPUTE, *arguments, None, weight.data_ptr(), None, None, transformed.data_ptr(),
-        ctypes.byref(size), _IDENTITY, None, nnpack.threadpool, None,
-    )  # fmt: skip
-    _check(status, "kernel transform")
+    layer = _Layer(in_channels, out_channels, height=8, width=8, padding=1)
+    size = _call(nnpack, algorithm, _PRECOMPUTE, layer, what="kernel transform's size", kernels=weight)
+    transformed = _float_buffer(size)
+    _call(nnpack, algorithm, _PRECOMPUTE, layer, what="kernel transform", kernels=weight, buffer=transformed)
     return transformed
 
 
@@ -217,22 +255,22 @@ def _convolve(
     x = x.contiguous()
     bias = _zero_bias(out_channels) if bias is None else bias.detach().contiguous()
     output = torch.empty(batch, out_channels, out_height, out_width, dtype=x.dtype)
-    code = _ALGORITHM_CODES[algorithm]
-    arguments = (in_channels, out_channels, _Size(width, height), _Padding(*[padding] * 4), _Size(3, 3), _Size(1, 1))
+    layer = _Layer(in_channels, out_channels, height, width, padding)
     # Without a workspace NNPACK maps fresh memory for every call and faults it all in (MAP_POPULATE): 64 channels at
     # 170x256 px took 33 instead of 16 ms that way. torch's allocator hands back memory freed by the last call.
-    size = ctypes.c_size_t(0)
-    status = nnpack.convolution(
-        code, _REUSE, *arguments, None, kernels.data_ptr(), None, None, None, ctypes.byref(size), _IDENTITY, None,
-        nnpack.threadpool, None,
-    )  # fmt: skip
-    _check(status, "workspace's size")
-    workspace = torch.empty(-(-size.value // 4), dtype=torch.float32)
-    for index in range(batch):  # NNPACK's inference call takes one image; ctypes releases the GIL meanwhile
-        status = nnpack.convolution(
-            code, _REUSE, *arguments, x[index].data_ptr(), kernels.data_ptr(), bias.data_ptr(),
-            output[index].data_ptr(), workspace.data_ptr(), ctypes.byref(size), _IDENTITY, None, nnpack.threadpool,
-            None,
-        )  # fmt: skip
-        _check(status, f"convolution of a {height}x{width} input")
+    workspace = _float_buffer(_call(nnpack, algorithm, _REUSE, layer, what="workspace's size", kernels=kernels))
+    what = f"convolution of a {height}x{width} input"
+    for image, image_output in zip(x, output, strict=True):  # one image a call; ctypes releases the GIL meanwhile
+        _call(
+            nnpack,
+            algorithm,
+            _REUSE,
+            layer,
+            what=what,
+            kernels=kernels,
+            buffer=workspace,
+            image=image,
+            bias=bias,
+            output=image_output,
+        )
     return output
