@@ -478,6 +478,12 @@ def _weights_state(spec: ModelSpec) -> Literal["cached", "missing", "download"]:
     return "missing" if is_offline() else "download"
 
 
+def _png_download(path: str, seed: int) -> gr.DownloadButton:
+    """Generate's download button holding one picture, named by its seed: which picture in the gallery is selected
+    is easy to lose sight of."""
+    return gr.DownloadButton(f"⬇ PNG of seed {seed}, with settings", value=path)
+
+
 def _source_label(source: Any) -> str:
     if isinstance(source, PackageFile):
         return f"PyPI package `{source.distribution}`"
@@ -913,10 +919,12 @@ class StudioUI:
         same_seeds = offered is not None and list(offered) == seeds
         default = seeds[:4] if len(seeds) > 1 else []
         keyframes = gr.update(choices=seeds, value=ticked if ticked or same_seeds else default)
-        if not state or picked_seed is None or str(picked_seed) not in seeds:
+        if not state or not state.get("paths"):
             return keyframes, state, gr.update(), seeds
-        index = seeds.index(str(picked_seed))
-        return keyframes, {**state, "selected": index}, state["paths"][index], seeds
+        picked = str(picked_seed) in seeds
+        index = seeds.index(str(picked_seed)) if picked else min(int(state.get("selected", 0)), len(seeds) - 1)
+        state = {**state, "selected": index}
+        return keyframes, state, _png_download(state["paths"][index], state["seeds"][index]), seeds
 
     # Stylize tab
 
@@ -1510,7 +1518,7 @@ class StudioUI:
             return gr.update(), state, None
         index = min(max(int(event.index), 0), len(state["paths"]) - 1)
         state = {**state, "selected": index}
-        return state["paths"][index], state, state["seeds"][index]
+        return _png_download(state["paths"][index], state["seeds"][index]), state, state["seeds"][index]
 
     @staticmethod
     def random_seed() -> int:

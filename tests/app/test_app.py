@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -1229,6 +1230,21 @@ def test_after_a_route_change_the_seeds_are_checked_for_the_new_route() -> None:
     assert seeds_verdict("3", "keyframes", True)["is_valid"]  # one keyframe, looped
     for route in ("keyframes", "noise-loop"):
         assert "'x' is not one" in seeds_verdict("3, x", route, True)["message"]
+
+
+def test_generates_download_button_names_the_seed_of_the_picture_it_holds() -> None:
+    from studio.ui import StudioUI
+
+    state = {"seeds": [7, 8, 9], "paths": [f"/tmp/{seed}.png" for seed in (7, 8, 9)], "selected": 0}
+    _, first, download, _ = StudioUI.after_generation(state, [], None, None)  # new pictures: the first one
+    assert first["selected"] == 0 and download.label == "⬇ PNG of seed 7, with settings"
+    assert download.value["path"] == "/tmp/7.png"
+    _, kept, download, _ = StudioUI.after_generation(state, [], 9, None)  # the clicked seed is still on show
+    assert kept["selected"] == 2 and download.label == "⬇ PNG of seed 9, with settings"
+    assert download.value["path"] == "/tmp/9.png"
+    clicked, chosen, seed = StudioUI.select_image(None, state, SimpleNamespace(index=1))  # type: ignore[arg-type]
+    assert (chosen["selected"], seed, clicked.label) == (1, 8, "⬇ PNG of seed 8, with settings")
+    assert clicked.value["path"] == "/tmp/8.png"
 
 
 def test_the_keyframe_ticks_follow_the_person_across_re_renders() -> None:
