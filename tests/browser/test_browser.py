@@ -142,11 +142,8 @@ def test_on_a_phone_every_picture_fits_in_the_gallery(page) -> None:
 def test_download_is_the_png_with_its_settings(page, tmp_path: Path) -> None:
     page.locator(GALLERY_IMAGES).nth(2).click()  # select the third picture (seed 125)
     page.keyboard.press("Escape")  # leave the preview if the gallery opened one
-    with page.expect_download() as download:
-        page.locator("#download-png").click()
-    saved = tmp_path / "download.png"
-    download.value.save_as(saved)
-    settings = read_png_settings(saved)
+    page.locator("#download-png", has_text="PNG of seed 125").wait_for()  # the server has taken the click
+    settings = read_png_settings(_download(page, "#download-png", tmp_path / "download.png"))
     assert settings.model == "omniart-eyes" and settings.seeds == (125,)
     assert 0.2 <= settings.psi <= 0.4 and settings.directions.get(0, 0) > 2
 
@@ -166,13 +163,39 @@ def test_a_slider_move_keeps_the_ticked_seeds_and_the_picked_picture(page, tmp_p
     page.wait_for_timeout(500)
     assert _first_image_src(page) != before
     assert _ticked_keyframes(page) == ["123", "124", "125", "129"]
-    with page.expect_download() as download:  # seed 125, clicked in the test above, is still the one picked
-        page.locator("#download-png").click()
-    saved = tmp_path / "download.png"
-    download.value.save_as(saved)
-    settings = read_png_settings(saved)
+    assert page.locator("#download-png").inner_text().strip() == "⬇ PNG of seed 125, with settings"
+
+    # seed 125, clicked in the test above, is still the one picked, now with the new direction. The button gets
+    # the new file from a follow-up event just after the gallery, so on a busy machine the first click can be early.
+    def downloaded_settings():
+        return read_png_settings(_download(page, "#download-png", tmp_path / "download.png"))
+
+    deadline = time.monotonic() + 20
+    while (settings := downloaded_settings()).directions.get(2) != 0.25 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
     assert settings.seeds == (125,) and settings.directions.get(2) == 0.25
     _assert_no_error_toast(page)
+
+
+def _settled_scroll(page) -> float:
+    """The page's scroll position once it has stood still for half a second (smooth scrolls, late layout)."""
+    return page.evaluate(
+        """() => new Promise((resolve) => {
+            let last = window.scrollY, since = performance.now();
+            const check = () => {
+                if (window.scrollY !== last) { last = window.scrollY; since = performance.now(); }
+                if (performance.now() - since >= 500) resolve(last); else requestAnimationFrame(check);
+            };
+            requestAnimationFrame(check);
+        })"""
+    )
+
+
+def _download(page, selector: str, saved: Path) -> Path:
+    with page.expect_download() as download:
+        page.locator(selector).click()
+    download.value.save_as(saved)
+    return saved
 
 
 def _set_number(page, elem_id: str, value: str) -> None:
@@ -196,8 +219,9 @@ def test_send_to_stylize_and_stylize_an_example(page, tmp_path: Path) -> None:
     outputs = Path(os.environ["STUDIO_OUTPUT_DIR"])
     before = set(outputs.glob("stylized-*.png"))
     page.locator("#stylize-button").dblclick()  # an impatient double click renders once
-    page.wait_for_function(
-        "() => document.querySelector('#stylize-info')?.innerText.includes('5 steps')", timeout=120_000
+    page.wait_for_function(  # the finished picture's summary (a picture so far says "after 2 of 5 steps")
+        "() => /5 steps[^]*carries these settings/.test(document.querySelector('#stylize-info')?.innerText)",
+        timeout=120_000,
     )
     page.wait_for_timeout(3000)  # a second render of 5 steps at 96 px would have finished by now
     assert len(set(outputs.glob("stylized-*.png")) - before) == 1
@@ -206,11 +230,7 @@ def test_send_to_stylize_and_stylize_an_example(page, tmp_path: Path) -> None:
     assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96
     _assert_no_error_toast(page)
     page.screenshot(path=str(ARTIFACTS / "stylize.png"), full_page=True)
-    with page.expect_download() as download:
-        page.locator("#stylize-download").click()
-    saved = tmp_path / "stylized.png"
-    download.value.save_as(saved)
-    with Image.open(saved) as downloaded:
+    with Image.open(_download(page, "#stylize-download", tmp_path / "stylized.png")) as downloaded:
         assert downloaded.size[0] == 96
         assert json.loads(downloaded.text[STYLIZE_METADATA_KEY])["method"] == "gatys"
     # live previews are AdaIN's: with Gatys chosen, letting go of the strength slider leaves picture and summary
@@ -269,7 +289,7 @@ def test_a_refused_picture_in_a_closed_accordion_is_shown(page, tmp_path: Path) 
     style_2 = page.locator("#stylize-style-2")
     header.click()
     style_2.locator("input[type=file]").set_input_files(str(not_a_picture))
-    page.wait_for_timeout(1000)  # the upload
+    style_2.locator("img").wait_for(state="attached")  # uploaded (a broken picture on show)
     header.click()
     assert not style_2.is_visible()
     page.wait_for_timeout(600)  # a press within half a second of the last one is dropped as a double click
@@ -471,12 +491,18 @@ def test_a_standing_refusal_does_not_pull_the_page_away_while_a_slider_moves(pag
         seed.fill("-5")
         page.locator("#generate-button").click()
         page.locator("#seed .validation-error").first.wait_for(state="attached")
-        page.locator("#direction-2").scroll_into_view_if_needed()
-        scrolled = page.evaluate("window.scrollY")
+        _settled_scroll(page)  # the press's answer: the page may scroll the mark into view
+        slider = page.locator("#direction-2")
+        slider.scroll_into_view_if_needed()
+        _settled_scroll(page)
+        # Where the slider is on screen: the browser's scroll anchoring changes scrollY, not what is seen, when
+        # something above it changes height (the seed's mark rebuilt).
+        on_screen = slider.evaluate("element => element.getBoundingClientRect().top")
         assert page.locator("#seed").evaluate("element => element.getBoundingClientRect().bottom") < 0
         _drag_slider(page, "direction-2", 0.8)  # every move re-runs the validator, which marks the seed again
         page.wait_for_timeout(2000)
-        assert abs(page.evaluate("window.scrollY") - scrolled) < 50
+        _settled_scroll(page)
+        assert abs(slider.evaluate("element => element.getBoundingClientRect().top") - on_screen) < 50
     finally:
         page.set_viewport_size({"width": 1280, "height": 1000})
         seed.fill(kept)
