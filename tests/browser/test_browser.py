@@ -354,11 +354,16 @@ def test_stop_button_ends_a_long_walk(page) -> None:
     while list(outputs.glob(".walk-*.part")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not list(outputs.glob(".walk-*.part"))
-    page.wait_for_function("() => document.querySelector('#walk-info')?.innerText.startsWith('Stopped after')")
-    info = page.locator("#walk-info").inner_text()
+    # Read in the same moment as it is found: the run and the Stop both send this summary, and the second
+    # re-renders it.
+    info = page.wait_for_function(
+        "() => { const text = document.querySelector('#walk-info')?.innerText || '';"
+        " return /^Stopped after [^]* fps \\(/.test(text) && text; }"
+    ).json_value()
     made = re.match(r"Stopped after (\d+) of 600 frames: the file holds those", info)
     seconds = re.search(r"(\d+) frames at ([0-9.]+) fps \(([0-9.]+) s\)", info)
-    assert made and seconds and seconds.group(1) == made.group(1) and 16 <= int(made.group(1)) < 600
+    assert made and seconds, info
+    assert seconds.group(1) == made.group(1) and 16 <= int(made.group(1)) < 600, info
     # the player shows that shorter video
     page.wait_for_function("() => document.querySelector('#walk-video video')?.readyState >= 1")
     duration = page.evaluate("() => document.querySelector('#walk-video video').duration")
