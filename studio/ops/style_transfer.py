@@ -52,7 +52,7 @@ textbook L-BFGS steps reach: pixels, torch's first step, torch's convolutions; c
 - With all of these the textbook 60-step loss takes 32-33 evaluations at 256 px and 21 at 512 px. VGG19's
   convolutions tuned to the CPU (studio.models.fast_conv: NNPACK's Winograd and Fourier convolutions with the weights
   transformed once) make each evaluation 1.8x cheaper than the textbook's: 3.0-3.3x faster in all at 256 px,
-  6.1-6.3x at 512 px (two benchmark runs; with torch's own NNPACK call, 2.2-2.7x and 4.2-5.5x).
+  4.9-6.8x at 512 px (medians of five benchmark runs; with torch's own NNPACK call, 2.2-2.7x and 4.2-5.5x).
 - Coarse-to-fine (`GatysSettings.scales > 1`): each level starts from the upsampled result of the level below. On
   pixels it is 1.1-1.4x faster at 256 px and 1.5-1.75x at 512 px (three runs). On top of the spectral
   parametrisation it still saves full-size steps (27 -> 23 at 512 px), but its coarse levels cost more time than
