@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from studio.api import STYLIZE_METADATA_KEY, read_png_settings
 from tests.browser.conftest import ARTIFACTS
@@ -242,10 +243,27 @@ def test_send_to_stylize_and_stylize_an_example(page, tmp_path: Path) -> None:
     _assert_no_error_toast(page)
 
 
+def _page_state(page) -> dict:
+    """What the Stylize page shows, for a failure's message."""
+    return page.evaluate(
+        """() => ({
+            method: document.querySelector('#stylize-method input:checked')?.value,
+            summary: document.querySelector('#stylize-info')?.innerText,
+            marks: [...document.querySelectorAll('.validation-error')].map((mark) => mark.innerText),
+            toasts: [...document.querySelectorAll('.toast-body')].map((toast) => toast.innerText),
+        })"""
+    )
+
+
 def test_adain_offline_is_refused_on_its_control_and_the_picture_stays(page) -> None:
     page.locator("#stylize-method").get_by_text("AdaIN: fast").click()
+    page.wait_for_function("() => document.querySelector('#stylize-method input:checked')?.value === 'adain'")
     page.locator("#stylize-button").click()
-    page.locator("#stylize-method").get_by_text("without AdaIN's weights").wait_for()
+    try:
+        page.locator("#stylize-method").get_by_text("without AdaIN's weights").wait_for()
+    except PlaywrightTimeoutError:  # CI once timed out here; say what the page showed instead
+        page.screenshot(path=str(ARTIFACTS / "adain-refusal-missing.png"), full_page=True)
+        raise AssertionError(f"no refusal on the method; the page shows {_page_state(page)}") from None
     assert page.evaluate("() => document.querySelector('#stylized img').naturalWidth") == 96  # still on show
     _assert_no_error_toast(page)
     page.locator("#stylize-method").get_by_text("Gatys: optimisation").click()
