@@ -258,6 +258,10 @@ def _page_state(page) -> dict:
 def test_adain_offline_is_refused_on_its_control_and_the_picture_stays(page) -> None:
     page.locator("#stylize-method").get_by_text("AdaIN: fast").click()
     page.wait_for_function("() => document.querySelector('#stylize-method input:checked')?.value === 'adain'")
+    # The choice's live preview answers first (offline, it explains why there is none). gradio clears the marks on
+    # every input of an event when that event starts, so a preview that started after the press (held back behind
+    # an earlier one) would clear the refusal's mark.
+    page.locator("#stylize-info", has_text="Live previews use AdaIN").wait_for()
     page.locator("#stylize-button").click()
     try:
         page.locator("#stylize-method").get_by_text("without AdaIN's weights").wait_for()
