@@ -478,6 +478,11 @@ def _weights_state(spec: ModelSpec) -> Literal["cached", "missing", "download"]:
     return "missing" if is_offline() else "download"
 
 
+def _selected_index(state: dict) -> int:
+    """The index of the picture picked in Generate's state (one with pictures), within its pictures."""
+    return min(int(state.get("selected", 0)), len(state["paths"]) - 1)
+
+
 def _png_download(path: str, seed: int) -> gr.DownloadButton:
     """Generate's download button holding one picture, named by its seed: which picture in the gallery is selected
     is easy to lose sight of."""
@@ -921,8 +926,7 @@ class StudioUI:
         keyframes = gr.update(choices=seeds, value=ticked if ticked or same_seeds else default)
         if not state or not state.get("paths"):
             return keyframes, state, gr.update(), seeds
-        picked = str(picked_seed) in seeds
-        index = seeds.index(str(picked_seed)) if picked else min(int(state.get("selected", 0)), len(seeds) - 1)
+        index = seeds.index(str(picked_seed)) if str(picked_seed) in seeds else _selected_index(state)
         state = {**state, "selected": index}
         return keyframes, state, _png_download(state["paths"][index], state["seeds"][index]), seeds
 
@@ -1206,11 +1210,9 @@ class StudioUI:
 
     def send_to_stylize(self, state: dict | None) -> tuple[Any, Any]:
         """The selected (or first) artwork becomes the photo to stylize."""
-        paths = (state or {}).get("paths") or []
-        if not paths:
+        if not state or not state.get("paths"):
             raise ValueError("generate an artwork first")
-        index = min(int((state or {}).get("selected", 0)), len(paths) - 1)
-        return paths[index], gr.Tabs(selected="stylize")
+        return state["paths"][_selected_index(state)], gr.Tabs(selected="stylize")
 
     def send_to_walk(
         self,
