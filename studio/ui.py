@@ -342,11 +342,28 @@ def _whole(value: Any, what: str, low: int, high: int) -> int:
     return int(number)
 
 
+def _seed_box_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _seed_or_random(value: Any) -> int:
     """The seed box: empty means a fresh random seed."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _seed_box_empty(value):
         return secrets.randbelow(MAX_SEED + 1)
     return _whole(value, "seed", 0, MAX_SEED)
+
+
+def _keeping_a_typed_seed(generate: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
+    """`StudioUI.generate` for the page's own re-renders (a slider, the class, the model, Enter, the dice): the seed
+    box is written back only when it was empty (to show the random seed drawn). Otherwise a render landing while
+    the person types a new seed would put the old one back, and the next press would render the old seed."""
+
+    @functools.wraps(generate)
+    def render(model: Any, seed: Any, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        gallery, info, png, first_seed, state = generate(model, seed, *args, **kwargs)
+        return gallery, info, png, first_seed if _seed_box_empty(seed) else gr.update(), state
+
+    return render
 
 
 def _walk_side(size: Any) -> int:
@@ -1981,13 +1998,17 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         # --- Generate events ---
         generate_inputs = [model, seed, batch, psi, class_name, *directions]
         generate_outputs = [gallery, generate_info, download_png, seed, generate_state]
+        # The API's "generate" returns the first seed; the page's re-renders leave a typed seed in its box.
         generate_fn = _gpu(60)(_friendly_errors(ui.generate))
+        rerender_fn = _gpu(60)(_friendly_errors(_keeping_a_typed_seed(ui.generate)))
         common = {"concurrency_id": "generate", "concurrency_limit": CONCURRENCY["generate"]}
 
-        def generate_on(listener: Callable[..., Any], api_name: str, **options: Any) -> Any:
+        def generate_on(
+            listener: Callable[..., Any], api_name: str, handler: Callable[..., Any] = rerender_fn, **options: Any
+        ) -> Any:
             options.setdefault("api_visibility", "undocumented")
             return listener(
-                generate_fn,
+                handler,
                 generate_inputs,
                 generate_outputs,
                 api_name=api_name,
@@ -2006,6 +2027,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         generate_on(
             generate_button.click,
             "generate",
+            generate_fn,
             api_visibility="public",
             api_description="Generate artworks: model, first seed (empty: random), batch, truncation psi, class of "
             "a conditional model (ignored otherwise), and amounts (-5..5) along the first five latent directions. "

@@ -1232,6 +1232,26 @@ def test_after_a_route_change_the_seeds_are_checked_for_the_new_route() -> None:
         assert "'x' is not one" in seeds_verdict("3, x", route, True)["message"]
 
 
+def test_a_re_render_leaves_a_typed_seed_in_its_box_and_shows_a_drawn_one() -> None:
+    from studio.ui import _keeping_a_typed_seed
+
+    def generate(model, seed, batch, request=None):
+        first = 41 if seed is None or not str(seed).strip() else int(seed)
+        return ["gallery"], f"seeds {first}..", f"/tmp/{first}.png", first, {"seeds": [first]}
+
+    render = _keeping_a_typed_seed(generate)
+    # the box held 5 when the render began: whatever it holds when the render lands stays
+    assert render("omniart-eyes", 5, 8) == (
+        ["gallery"],
+        "seeds 5..",
+        "/tmp/5.png",
+        {"__type__": "update"},
+        {"seeds": [5]},
+    )
+    for empty in (None, "", "  "):  # empty: the random seed drawn is shown, so the next move keeps it
+        assert render("omniart-eyes", empty, 8, request=None)[3] == 41
+
+
 def test_generates_download_button_names_the_seed_of_the_picture_it_holds() -> None:
     from studio.ui import StudioUI
 
