@@ -34,6 +34,15 @@ def _first_image_src(page) -> str:
     return page.locator(GALLERY_IMAGES).first.get_attribute("src") or ""
 
 
+def _wait_for_new_pictures(page, before: str) -> None:
+    """Until the gallery shows a first picture from another file than `before`: a render has landed."""
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('#generate-gallery img');"
+        " return img && img.getAttribute('src') !== before; }",
+        arg=before,
+    )
+
+
 def _assert_no_error_toast(page) -> None:
     toasts = page.locator(".toast-message-item.error, .toast-title.error")
     assert toasts.count() == 0, toasts.all_inner_texts()
@@ -91,11 +100,7 @@ def _save_docs_screenshot(png: bytes) -> None:
 def test_moving_the_truncation_slider_rerenders(page) -> None:
     before = _first_image_src(page)
     _drag_slider(page, "psi", 0.2)  # psi 1.0 -> 0.3
-    page.wait_for_function(
-        "(before) => { const img = document.querySelector('#generate-gallery img');"
-        " return img && img.getAttribute('src') !== before; }",
-        arg=before,
-    )
+    _wait_for_new_pictures(page, before)
     # the pictures follow the slider as it moves: the last render is the one for where it stopped
     page.wait_for_function(
         "() => { const m = /ψ ([0-9.]+)/.exec(document.querySelector('#generate-info')?.innerText || '');"
@@ -111,9 +116,7 @@ def test_moving_the_truncation_slider_rerenders(page) -> None:
 def test_moving_a_direction_slider_rerenders(page) -> None:
     before = _first_image_src(page)
     _drag_slider(page, "direction-1", 0.9)  # 0 -> about +4
-    page.wait_for_function(
-        "(before) => document.querySelector('#generate-gallery img')?.getAttribute('src') !== before", arg=before
-    )
+    _wait_for_new_pictures(page, before)
     page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('directions 1:')")
     _assert_no_error_toast(page)
 
@@ -499,9 +502,13 @@ def test_a_model_trained_while_the_app_runs_appears_in_the_menus_after_a_refresh
 
 def test_choosing_another_class_rerenders_the_pictures(page) -> None:
     page.get_by_role("tab", name="Generate").click()
+    before = _first_image_src(page)
     page.locator("#model input").click()
     page.get_by_role("option", name=re.compile(r"^omniart-eyes")).click()
-    page.wait_for_function("() => document.querySelector('#generate-info')?.innerText.includes('omniart-eyes')")
+    # Choosing a model loads it and then renders: wait for that render, or it could land during the next test
+    # (its start clears the refusal marks on the Generate controls there).
+    _wait_for_new_pictures(page, before)
+    assert "omniart-eyes" in _summary(page)
     before = _first_image_src(page)
     page.locator("#class-name input").click()
     page.get_by_role("option", name="green", exact=True).click()
